@@ -1,0 +1,272 @@
+"""Typed run configuration: YAML in, validated ``Config`` out, before any training starts.
+
+Unknown keys, wrong types and impossible values fail at load with a message that names the
+file and the key (and suggests the closest valid key for a typo).
+"""
+from __future__ import annotations
+
+import copy
+import re
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .atomic import sha256_json, write_text
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message says which key and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class DataConfig(_Strict):
+    root: str = Field(description="Data folder (HW13 layout or class folders); relative paths are from the repo root")
+    layout: Literal["auto", "hw13", "imagefolder"] = "auto"
+    image_size: int = Field(96, ge=16, le=1024, description="Side of the decoded square pixel cache")
+    skip_bad: bool = False
+    workers: int = Field(0, ge=0, le=64)
+    limit_per_split: Optional[int] = Field(None, ge=1, description="Use only the first N files of each split (quick runs)")
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    img_size: int = Field(64, ge=8, le=1024)
+    amp: bool = True
+    channels_last: bool = False
+    compile: bool = False
+    resume: Literal["auto", "never"] = "auto"
+    max_steps_per_epoch: Optional[int] = Field(None, ge=1)
+
+
+class TeacherConfig(TrainConfig):
+    model: str = "tf_efficientnet_lite0"
+    pretrained: Literal["auto", "hub", "wheel", "file", "none"] = "auto"
+    weights: Optional[str] = None
+    drop_rate: float = Field(0.2, ge=0, lt=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    aug_scale_min: float = Field(0.35, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _weights_needed(self) -> "TeacherConfig":
+        if self.pretrained == "file" and not self.weights:
+            raise ValueError("teacher.pretrained is 'file' but teacher.weights is not set: give a .pth/.safetensors path")
+        return self
+
+
+class LossTerm(_Strict):
+    name: str
+    weight: float = Field(1.0, ge=0)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class CacheConfig(_Strict):
+    views: int = Field(4, ge=1, le=64, description="Augmented views per training image (view 0 is the centre view)")
+    scale_min: float = Field(0.35, gt=0, le=1)
+    feature_layer: Optional[int] = Field(None, description="timm feature index cached for map losses (fitnet, at)")
+    batch_size: int = Field(128, ge=1)
+
+
+class StudentConfig(TrainConfig):
+    model: str = "dwsep"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    budget: int = Field(60_000, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    kd: bool = True
+    teacher_mode: Literal["cached", "online"] = "cached"
+    losses: list[LossTerm] = Field(
+        default_factory=lambda: [
+            LossTerm(name="ce", weight=0.5),
+            LossTerm(name="kd", weight=0.5, kwargs={"temperature": 4.0}),
+        ]
+    )
+    student_layer: int = Field(-2, description="Student stage index whose map feeds map losses")
+
+    @model_validator(mode="after")
+    def _losses_known(self) -> "StudentConfig":
+        from .distill import validate_terms  # imports torch; only when a config is validated
+
+        validate_terms(self.losses)
+        return self
+
+    def effective_losses(self) -> list[LossTerm]:
+        """The loss terms to train with: with ``kd: false`` only the label terms (CE-only baseline)."""
+        if self.kd:
+            return list(self.losses)
+        ce = [t for t in self.losses if t.name == "ce"]
+        return [LossTerm(name="ce", weight=1.0, kwargs=ce[0].kwargs if ce else {})]
+
+
+class SubmitConfig(_Strict):
+    competition: str = "ml2023spring-hw13"
+    message: str = "distil submission"
+
+
+class Config(_Strict):
+    name: str = ""
+    seed: int = 0
+    runs_dir: str = "runs"
+    submissions_dir: str = "submissions"
+    data: DataConfig
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    submit: SubmitConfig = Field(default_factory=SubmitConfig)
+
+    # ---- derived paths -------------------------------------------------
+    def path(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else REPO_ROOT / q
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path(self.runs_dir) / self.name
+
+    @property
+    def data_root(self) -> Path:
+        return self.path(self.data.root)
+
+    @property
+    def submission_path(self) -> Path:
+        return self.path(self.submissions_dir) / f"{self.name}.csv"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def digest(self, *sections: str) -> str:
+        """sha256 of the given sections (all when none): keys resume/cache validity."""
+        d = self.to_dict()
+        return sha256_json({k: d[k] for k in sections} if sections else d)
+
+    def save(self, path: Path) -> None:
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# ---- loading -------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (PyYAML's YAML 1.1 rules read it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any, src: str) -> None:
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        nxt = cur.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{src}: override {dotted!r}: {k!r} is not a section")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """``["student.epochs=3", "data.root=/x"]`` -> ``[("student.epochs", 3), ...]`` (values parsed as YAML)."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. student.epochs=3)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    cur: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fld = getattr(cur, "model_fields", {}).get(part)
+        if fld is None:
+            break
+        ann = fld.annotation
+        args = getattr(ann, "__args__", ()) or ()
+        cand = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not cand:
+            return []
+        cur = cand[0]
+    return list(getattr(cur, "model_fields", {}))
+
+
+def _format_errors(err: ValidationError, src: str) -> str:
+    lines = [f"invalid config {src}:"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            known = _field_names(Config, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+            msg = f"unknown key{hint} (valid keys here: {', '.join(known)})"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = f"{msg} (got {e.get('input')!r})"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read YAML ``path``, apply ``key=value`` overrides, validate, and name the run after the file stem."""
+    path = Path(path)
+    src = str(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {src} not found (shipped configs: {', '.join(sorted(p.name for p in (REPO_ROOT / 'configs').glob('*.yaml')))})")
+    try:
+        raw = yaml_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {src} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {src} must be a YAML mapping of sections (data:, teacher:, ...)")
+    raw = copy.deepcopy(raw)
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(raw, key, value, src)
+    raw.setdefault("name", path.stem)
+    if not raw["name"]:
+        raw["name"] = path.stem
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, src)) from None
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any], src: str = "<checkpoint>") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, src)) from None

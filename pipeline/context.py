@@ -1,0 +1,79 @@
+"""Shared plumbing for the stages: logging, data + pixel caches, checkpoints' models, the run summary."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .atomic import write_json
+from .config import Config
+from .data import DataLayout, PixelCache, build_pixel_cache, discover
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def setup_torch(seed: int) -> None:
+    """Seed everything and use every core on CPU."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def open_data(cfg: Config) -> DataLayout:
+    """Discover the data; with no validation split, hold out every 10th training image."""
+    layout = discover(cfg.data_root, cfg.data.layout, cfg.data.limit_per_split)
+    if layout.val is None:
+        logging.getLogger(__name__).warning("%s has no validation split: holding out 10%% of training", layout.root)
+        hold = np.zeros(len(layout.train), bool)
+        hold[::10] = True
+        layout.val = layout.train.subset(hold)
+        layout.val.name = "val"
+        layout.train = layout.train.subset(~hold)
+    return layout
+
+
+def pixels(cfg: Config, layout: DataLayout, split: str) -> PixelCache:
+    """Decoded ``(N, S, S, 3)`` uint8 pixels of ``split`` (built once, then memory-mapped)."""
+    workers = max(1, min(4, os.cpu_count() or 1))
+    return build_pixel_cache(layout.split(split), cfg.data.image_size, cfg.path(cfg.runs_dir) / "_pixels",
+                             skip_bad=cfg.data.skip_bad, workers=workers)
+
+
+def stage_dir(cfg: Config, stage: str) -> Path:
+    d = cfg.run_dir / stage
+    d.mkdir(parents=True, exist_ok=True)
+    cfg.save(d / "config.yaml")
+    return d
+
+
+def update_summary(cfg: Config, section: str, values: Any) -> dict[str, Any]:
+    """Merge ``{section: values}`` into ``runs/<name>/summary.json`` (atomically)."""
+    p = cfg.run_dir / "summary.json"
+    data: dict[str, Any] = {}
+    if p.is_file():
+        try:
+            data = json.loads(p.read_text())
+        except ValueError:
+            data = {}
+    data[section] = values
+    data["name"] = cfg.name
+    write_json(p, data)
+    return data
+
+
+def cmd(stage: str, cfg: Config, config_path: Optional[str]) -> str:
+    """The command line that reruns ``stage`` for this config (for error messages)."""
+    return f"python -m pipeline {stage} --config {config_path or 'configs/' + cfg.name + '.yaml'}"

@@ -1,0 +1,117 @@
+"""``cache`` stage: run the frozen teacher once over K recorded views of every training image."""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .. import context as ctx
+from .. import teacher_cache as tcache
+from ..atomic import save_npy, sha256_file, write_json
+from ..config import Config
+from ..data.datasets import Normalize, PlainImages, ViewImages, loader
+from ..data.views import sample_views
+from ..distill import teacher_fields
+from ..engine import device
+from ..losses import loss_inputs
+from ..models.teacher import teacher_from_checkpoint, teacher_outputs
+
+
+def needed_fields(cfg: Config) -> list[str]:
+    """Cache arrays the configured student losses read (logits always)."""
+    needs: set[str] = set()
+    for t in cfg.student.effective_losses():
+        needs |= loss_inputs(t.name)
+    return teacher_fields(needs)
+
+
+def expected_key(cfg: Config, pixel_key: str) -> dict[str, Any]:
+    """The manifest key a student run of ``cfg`` expects (raises if the teacher is not trained)."""
+    ck = cfg.run_dir / "teacher" / "best.pt"
+    if not ck.is_file():
+        from ..models.teacher import TeacherError
+
+        raise TeacherError(f"no teacher checkpoint at {ck}; run the teacher stage first (make teacher CONFIG=...)")
+    meta = torch.load(ck, map_location="cpu", weights_only=False)
+    fields = needed_fields(cfg)
+    return tcache.cache_key(
+        teacher_sha256=sha256_file(ck), pixel_key=pixel_key, img_size=cfg.teacher.img_size,
+        mean=meta["mean"], std=meta["std"], views=cfg.cache.views, scale_min=cfg.cache.scale_min,
+        seed=cfg.seed, feature_layer=cfg.cache.feature_layer if "map" in fields else None, stored=fields)
+
+
+def views_for(cfg: Config, n: int) -> np.ndarray:
+    """The (N, K, 5) views of the training set: the same for the cache and an online teacher."""
+    return sample_views(n, cfg.cache.views, cfg.data.image_size, cfg.cache.scale_min, np.random.default_rng((cfg.seed, 11)))
+
+
+@torch.inference_mode()
+def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
+    t0 = time.time()
+    out = ctx.stage_dir(cfg, "cache")
+    layout = ctx.open_data(cfg)
+    train, val = ctx.pixels(cfg, layout, "train"), ctx.pixels(cfg, layout, "val")
+    key = expected_key(cfg, train.key)
+    if tcache.is_valid(out, key):
+        result = {"reused": True, "folder": str(out), "wall_s": round(time.time() - t0, 1)}
+        write_json(out / "done.json", result)
+        return result
+    (out / "manifest.json").unlink(missing_ok=True)  # invalidate first: a crash below leaves no trusted cache
+    dev = device()
+    model, meta = teacher_from_checkpoint(cfg.run_dir / "teacher" / "best.pt")
+    model.to(dev)
+    norm = Normalize(meta["mean"], meta["std"]).to(dev)
+    fields, layer = key["stored"], key["feature_layer"]
+    n, k, bs = len(train.pixels), cfg.cache.views, cfg.cache.batch_size
+    views = views_for(cfg, n)
+
+    # probe shapes with one image
+    probe = norm(torch.from_numpy(np.array(train.pixels[:1])).to(dev))
+    probe = torch.nn.functional.interpolate(probe, size=(meta["img_size"],) * 2, mode="bilinear")
+    pl, pf, pm = teacher_outputs(model, probe, layer)
+    shapes = {"logits": (n, k, pl.shape[1]), "feat": (n, k, pf.shape[1])}
+    if pm is not None:
+        shapes["map"] = (n, k, *pm.shape[1:])
+    shapes = {f: s for f, s in shapes.items() if f in fields}
+    with tcache.write_array(out / "logits.npy", shapes["logits"], np.float32) as logits, \
+         _maybe(out, "feat", shapes, np.float16) as feat, _maybe(out, "map", shapes, np.float16) as fmap:
+        for v in range(k):
+            dl = loader(ViewImages(train.pixels, train.split.labels, views, meta["img_size"], fixed_view=v),
+                        bs, shuffle=False, workers=cfg.data.workers)
+            for x, _, idx, _ in dl:
+                lo, fe, ma = teacher_outputs(model, norm(x.to(dev)), layer)
+                i = idx.numpy()
+                logits[i, v] = lo.float().cpu().numpy()
+                if feat is not None:
+                    feat[i, v] = fe.cpu().numpy().astype(np.float16)
+                if fmap is not None and ma is not None:
+                    fmap[i, v] = ma.cpu().numpy().astype(np.float16)
+    save_npy(out / "views.npy", views)
+    vdl = loader(PlainImages(val.pixels, val.split.labels, meta["img_size"]), bs, shuffle=False, workers=cfg.data.workers)
+    from ..predict import accuracy, predict_logits
+
+    val_logits = predict_logits(model, vdl, norm, dev)
+    save_npy(out / "val_logits.npy", val_logits)
+    all_shapes = {**{f: list(s) for f, s in shapes.items()}, "views": list(views.shape), "val_logits": list(val_logits.shape)}
+    tcache.write_manifest(out, key, all_shapes, [str(f) for f in train.split.files],
+                          {"teacher": meta["arch"], "teacher_val_acc": accuracy(val_logits, val.split.labels)})
+    result = {"reused": False, "folder": str(out), "images": n, "views": k, "stored": fields,
+              "teacher_val_acc": accuracy(val_logits, val.split.labels), "wall_s": round(time.time() - t0, 1)}
+    ctx.update_summary(cfg, "cache", result)
+    write_json(out / "done.json", result)
+    return result
+
+
+class _maybe:
+    """``write_array`` when ``name`` is stored, else a no-op context yielding None."""
+
+    def __init__(self, out: Any, name: str, shapes: dict, dtype: Any):
+        self.cm = tcache.write_array(out / f"{name}.npy", shapes[name], dtype) if name in shapes else None
+
+    def __enter__(self) -> Optional[np.ndarray]:
+        return self.cm.__enter__() if self.cm else None
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self.cm.__exit__(*exc) if self.cm else None

@@ -1,0 +1,132 @@
+"""``student`` stage: distil the teacher into a budgeted student, from the cache (or online)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .. import context as ctx
+from .. import teacher_cache as tcache
+from ..atomic import write_json
+from ..config import Config
+from ..data.datasets import Normalize, PlainImages, ViewImages, loader
+from ..distill import Criterion
+from ..engine import Engine, adamw, cosine_schedule, device
+from ..models import check_budget, create_student
+from ..models.teacher import teacher_from_checkpoint, teacher_outputs
+from ..predict import accuracy, predict_logits
+from .cache import expected_key, views_for
+
+STUDENT_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+class TeacherSource:
+    """Teacher tensors for a batch: looked up in the cache, or computed online on the same view."""
+
+    def __init__(self, cfg: Config, pixel_key: str, n_train: int, rebuild_cmd: str, dev: torch.device):
+        self.dev, self.online = dev, cfg.student.teacher_mode == "online"
+        key = expected_key(cfg, pixel_key)
+        self.fields, self.layer = key["stored"], key["feature_layer"]
+        if self.online:
+            self.model, meta = teacher_from_checkpoint(cfg.run_dir / "teacher" / "best.pt")
+            self.model.to(dev)
+            self.norm = Normalize(meta["mean"], meta["std"]).to(dev)
+            self.img_size = meta["img_size"]
+            self.views = views_for(cfg, n_train)
+            with torch.inference_mode():
+                x = torch.zeros(1, 3, self.img_size, self.img_size, device=dev)
+                _, f, m = teacher_outputs(self.model, x, self.layer)
+            self.dims = {"feat": f.shape[1], "map": None if m is None else m.shape[1]}
+        else:
+            self.cache = tcache.load_cache(cfg.run_dir / "cache", key, rebuild_cmd)
+            self.views = self.cache.views
+            self.dims = {"feat": None if self.cache.feat is None else self.cache.feat.shape[-1],
+                         "map": None if self.cache.map is None else self.cache.map.shape[2]}
+            self.img_size = None
+
+    def __call__(self, batch: Any) -> dict[str, torch.Tensor]:
+        if self.online:
+            with torch.inference_mode():
+                lo, fe, ma = teacher_outputs(self.model, self.norm(batch[4].to(self.dev)), self.layer)
+            got = {"logits_t": lo, "feat_t": fe, "map_t": ma}
+            return {k: v.float().clone() for k, v in got.items() if v is not None}  # clone: leave inference mode
+        idx, view = batch[2], batch[3]
+        out = {f"{f}_t": self.cache.lookup(idx, view, f).to(self.dev, non_blocking=True) for f in self.fields}
+        return out
+
+
+def build_student(cfg: Config, num_classes: int) -> nn.Module:
+    """Create the configured student and pass it through the parameter-count gate."""
+    model = create_student(cfg.student.model, num_classes, **cfg.student.kwargs)
+    check_budget(model, cfg.student.budget, f"student {cfg.student.model!r}")
+    return model
+
+
+def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
+    t0 = time.time()
+    sc = cfg.student
+    out = ctx.stage_dir(cfg, "student")
+    layout = ctx.open_data(cfg)
+    train, val = ctx.pixels(cfg, layout, "train"), ctx.pixels(cfg, layout, "val")
+    dev = device()
+    student = build_student(cfg, layout.num_classes).to(dev)
+    params = check_budget(student, sc.budget)
+    terms = sc.effective_losses()
+    uses_teacher = any(t.name != "ce" for t in terms)
+    teacher = TeacherSource(cfg, train.key, len(train.pixels), ctx.cmd("cache", cfg, config_path), dev) if uses_teacher else None
+    views = teacher.views if teacher else views_for(cfg, len(train.pixels))
+    layer = sc.student_layer % len(student.stage_channels)
+    criterion = Criterion(terms, {"feat": student.num_features, "map": student.stage_channels[layer]},
+                          teacher.dims if teacher else {}).to(dev)
+    needs = criterion.needs
+    trainable = nn.ModuleDict({"student": student, "criterion": criterion})
+    norm = Normalize(*STUDENT_NORM).to(dev)
+    if sc.channels_last:
+        student.to(memory_format=torch.channels_last)
+
+    ds = ViewImages(train.pixels, train.split.labels, views, sc.img_size, seed=cfg.seed,
+                    teacher_size=teacher.img_size if teacher and teacher.online else None)
+    train_dl = loader(ds, sc.batch_size, shuffle=True, workers=cfg.data.workers, seed=cfg.seed,
+                      drop_last=len(ds) > sc.batch_size)
+    val_dl = loader(PlainImages(val.pixels, val.split.labels, sc.img_size), sc.batch_size * 2, shuffle=False, workers=cfg.data.workers)
+    steps = min(len(train_dl), sc.max_steps_per_epoch or len(train_dl))
+    opt = adamw(trainable.parameters(), sc.lr, sc.weight_decay)
+    sched = cosine_schedule(opt, steps * sc.epochs, int(steps * sc.warmup_epochs))
+
+    def step(batch: Any) -> dict[str, torch.Tensor]:
+        x, y = norm(batch[0].to(dev, non_blocking=True)), batch[1].to(dev)
+        tensors: dict[str, torch.Tensor] = {"target": y}
+        if "map_s" in needs:
+            maps = student.forward_stages(x)
+            tensors["map_s"], f = maps[layer], maps[-1]
+        else:
+            f = student.forward_features(x)
+        tensors["logits_s"] = student.forward_head(f)
+        if "feat_s" in needs:
+            tensors["feat_s"] = student.forward_head(f, pre_logits=True)
+        if teacher is not None:
+            tensors.update(teacher(batch))
+        return criterion(**tensors)
+
+    def evaluate() -> dict[str, float]:
+        return {"val_acc": accuracy(predict_logits(student, val_dl, norm, dev), val.split.labels)}
+
+    def export() -> dict[str, Any]:
+        return {"kind": "student", "model": student.state_dict(), "arch": sc.model, "kwargs": dict(sc.kwargs),
+                "num_classes": layout.num_classes, "img_size": sc.img_size, "mean": list(STUDENT_NORM[0]),
+                "std": list(STUDENT_NORM[1]), "params": params, "class_names": layout.class_names}
+
+    engine = Engine(module=trainable, step=step, evaluate=evaluate, loader=train_dl, optimizer=opt, scheduler=sched,
+                    epochs=sc.epochs, out_dir=out, config=cfg.to_dict(),
+                    config_hash=cfg.digest("data", "teacher", "cache", "student", "seed"), export=export, amp=sc.amp,
+                    resume=sc.resume == "auto", max_steps_per_epoch=sc.max_steps_per_epoch,
+                    resume_cmd=ctx.cmd("student", cfg, config_path))
+    history = engine.fit()
+    result = {"name": sc.model, "params": params, "budget": sc.budget, "val_acc": max(h["val_acc"] for h in history),
+              "losses": [t.model_dump() for t in terms], "teacher_mode": sc.teacher_mode if uses_teacher else "none",
+              "epochs": len(history), "wall_s": round(time.time() - t0, 1), "checkpoint": str(engine.saver.best)}
+    ctx.update_summary(cfg, "student", result)
+    write_json(out / "done.json", result)
+    return result

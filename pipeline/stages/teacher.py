@@ -1,0 +1,63 @@
+"""``teacher`` stage: fine-tune a timm model on the task's images."""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .. import context as ctx
+from ..atomic import write_json
+from ..config import Config
+from ..data.datasets import AugmentedImages, Normalize, PlainImages, loader
+from ..engine import Engine, adamw, cosine_schedule, device
+from ..models import count_params
+from ..models.teacher import create_teacher, teacher_norm
+from ..predict import accuracy, predict_logits
+
+
+def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
+    t0 = time.time()
+    tc = cfg.teacher
+    out = ctx.stage_dir(cfg, "teacher")
+    layout = ctx.open_data(cfg)
+    train, val = ctx.pixels(cfg, layout, "train"), ctx.pixels(cfg, layout, "val")
+    dev = device()
+    model = create_teacher(tc.model, layout.num_classes, tc.pretrained, tc.weights, tc.drop_rate).to(dev)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    mean, std = teacher_norm(model)
+    norm = Normalize(mean, std).to(dev)
+    fwd = torch.compile(model) if tc.compile else model
+
+    train_dl = loader(AugmentedImages(train.pixels, train.split.labels, tc.img_size, tc.aug_scale_min, cfg.seed),
+                      tc.batch_size, shuffle=True, workers=cfg.data.workers, seed=cfg.seed, drop_last=len(train.pixels) > tc.batch_size)
+    val_dl = loader(PlainImages(val.pixels, val.split.labels, tc.img_size), tc.batch_size * 2, shuffle=False, workers=cfg.data.workers)
+    steps = min(len(train_dl), tc.max_steps_per_epoch or len(train_dl))
+    opt = adamw(model.parameters(), tc.lr, tc.weight_decay)
+    sched = cosine_schedule(opt, steps * tc.epochs, int(steps * tc.warmup_epochs))
+
+    def step(batch: Any) -> dict[str, torch.Tensor]:
+        x, y = norm(batch[0].to(dev, non_blocking=True)), batch[1].to(dev)
+        loss = F.cross_entropy(fwd(x), y, label_smoothing=tc.label_smoothing)
+        return {"loss": loss, "ce": loss.detach()}
+
+    def evaluate() -> dict[str, float]:
+        return {"val_acc": accuracy(predict_logits(model, val_dl, norm, dev), val.split.labels)}
+
+    def export() -> dict[str, Any]:
+        return {"kind": "teacher", "model": model.state_dict(), "arch": tc.model, "num_classes": layout.num_classes,
+                "mean": list(mean), "std": list(std), "img_size": tc.img_size, "class_names": layout.class_names}
+
+    engine = Engine(module=model, step=step, evaluate=evaluate, loader=train_dl, optimizer=opt, scheduler=sched,
+                    epochs=tc.epochs, out_dir=out, config=cfg.to_dict(),
+                    config_hash=cfg.digest("data", "teacher", "seed"), export=export, amp=tc.amp,
+                    resume=tc.resume == "auto", max_steps_per_epoch=tc.max_steps_per_epoch,
+                    resume_cmd=ctx.cmd("teacher", cfg, config_path))
+    history = engine.fit()
+    result = {"name": tc.model, "params": count_params(model), "val_acc": max(h["val_acc"] for h in history),
+              "epochs": len(history), "wall_s": round(time.time() - t0, 1), "checkpoint": str(engine.saver.best)}
+    ctx.update_summary(cfg, "teacher", result)
+    write_json(out / "done.json", result)
+    return result
