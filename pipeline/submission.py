@@ -5,6 +5,7 @@ Every CSV is validated before it is written and again before it is uploaded; CSV
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Optional, Sequence
@@ -99,13 +100,29 @@ def check_file(path: Path, *, num_classes: int, sample_path: Optional[Path] = No
 
 
 CRED_HELP = ("Kaggle credentials not found or refused: put kaggle.json (from kaggle.com -> Settings -> API) in "
-             "~/.kaggle/kaggle.json (chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY")
+             "~/.kaggle/kaggle.json (chmod 600), save an API token to ~/.kaggle/access_token, or set "
+             "KAGGLE_API_TOKEN (or KAGGLE_USERNAME and KAGGLE_KEY)")
+
+
+def find_credentials() -> Optional[str]:
+    """Where kaggle credentials would come from, or None (checked before the API is touched)."""
+    if os.environ.get("KAGGLE_API_TOKEN"):
+        return "KAGGLE_API_TOKEN"
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return "KAGGLE_USERNAME/KAGGLE_KEY"
+    folder = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
+    for name in ("kaggle.json", "access_token"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    return None
 
 
 def upload(path: Path, competition: str, message: str) -> str:
     """Submit ``path`` with the kaggle API (imported lazily: it authenticates at import)."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", competition):
         raise SubmissionError(f"competition slug {competition!r} is not valid (e.g. ml2023spring-hw13)")
+    if find_credentials() is None:
+        raise SubmissionError(CRED_HELP)
     try:
         import kaggle  # noqa: F401  (authenticates on import)
         from kaggle import api

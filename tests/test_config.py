@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, load_config, parse_overrides
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_minimal_config_gets_defaults_and_name(tmp_path):
+    cfg = load_config(write(tmp_path, "data: {root: somewhere}\n"))
+    assert cfg.name == "c"
+    assert cfg.student.budget == 60_000
+    assert [t.name for t in cfg.student.losses] == ["ce", "kd"]
+
+
+def test_unknown_key_is_named_with_suggestion(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "data: {root: x}\nstudent: {epoch: 3}\n"))
+    msg = str(e.value)
+    assert "student.epoch" in msg and "did you mean 'student.epochs'" in msg and "c.yaml" in msg
+
+
+def test_wrong_type_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"teacher\.epochs: .*integer.*'three'"):
+        load_config(write(tmp_path, "data: {root: x}\nteacher: {epochs: three}\n"))
+
+
+@pytest.mark.parametrize("text,key", [
+    ("student: {budget: 0}", "student.budget"),
+    ("cache: {views: 0}", "cache.views"),
+    ("teacher: {lr: -1.0}", "teacher.lr"),
+    ("student: {teacher_mode: sometimes}", "student.teacher_mode"),
+    ("teacher: {pretrained: file}", "teacher"),
+])
+def test_impossible_values_fail_at_load(tmp_path, text, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(write(tmp_path, "data: {root: x}\n" + text + "\n"))
+
+
+def test_missing_data_section(tmp_path):
+    with pytest.raises(ConfigError, match="data: required key is missing"):
+        load_config(write(tmp_path, "seed: 1\n"))
+
+
+def test_unknown_loss_and_hparam_fail_at_load(tmp_path):
+    with pytest.raises(ConfigError, match="unknown loss 'kdd'.*Did you mean 'kd'"):
+        load_config(write(tmp_path, "data: {root: x}\nstudent: {losses: [{name: kdd}]}\n"))
+    with pytest.raises(ConfigError, match="no hyper-parameter 'temp'.*temperature"):
+        load_config(write(tmp_path, "data: {root: x}\nstudent: {losses: [{name: kd, kwargs: {temp: 2}}]}\n"))
+
+
+def test_overrides_and_scientific_floats(tmp_path):
+    cfg = load_config(write(tmp_path, "data: {root: x}\nteacher: {lr: 1e-4}\n"),
+                      ["student.epochs=3", "student.lr=2e-3", "student.kd=off", "data.root=/tmp/y"])
+    assert cfg.teacher.lr == pytest.approx(1e-4)
+    assert cfg.student.lr == pytest.approx(2e-3)
+    assert cfg.student.epochs == 3 and cfg.student.kd is False and cfg.data.root == "/tmp/y"
+    assert [t.name for t in cfg.student.effective_losses()] == ["ce"]
+
+
+def test_bad_override_syntax(tmp_path):
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_overrides(["student.epochs"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "data: [unclosed\n"))
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(write(tmp_path, "data: {root: x}\n"), ["student.epochs=7"])
+    cfg.save(tmp_path / "out" / "config.yaml")
+    again = load_config(tmp_path / "out" / "config.yaml")
+    assert again.student.epochs == 7 and again.digest("student") == cfg.digest("student")
+
+
+def test_shipped_configs_are_valid():
+    root = Path(__file__).resolve().parent.parent / "configs"
+    names = sorted(p.name for p in root.glob("*.yaml"))
+    assert "demo.yaml" in names
+    for p in root.glob("*.yaml"):
+        load_config(p)

@@ -1,0 +1,51 @@
+"""All stages, end to end, on generated images through the CLI entry point."""
+import json
+
+import pandas as pd
+
+from pipeline.cli import main
+from tests.conftest import tiny_config
+
+
+def test_teacher_cache_student_submit(tmp_path, hw13, capsys):
+    cfg = tiny_config(tmp_path, hw13)
+    for stage in ("teacher", "cache", "student", "submit"):
+        assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
+    sub = pd.read_csv(tmp_path / "subs" / "tiny.csv", dtype=str)
+    assert list(sub.columns) == ["Id", "Category"]
+    assert sub["Id"].tolist() == [f"{i:04d}" for i in range(6)]
+    assert set(sub["Category"]) <= {"0", "1", "2"}
+    s = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert s["teacher"]["name"] == "test_efficientnet" and 0 <= s["teacher"]["val_acc"] <= 1
+    assert s["student"]["params"] < 60_000 and 0 <= s["student"]["val_acc"] <= 1
+    assert s["submission"].endswith("tiny.csv")
+    for stage in ("teacher", "cache", "student"):
+        assert (tmp_path / "runs" / "tiny" / stage / "config.yaml").is_file()
+    # the cache is reused, not rebuilt, when nothing changed
+    assert main(["cache", "--config", str(cfg)]) == 0
+    assert '"reused": true' in capsys.readouterr().out
+
+
+def test_feature_losses_and_online_teacher_run(tmp_path, hw13, capsys):
+    losses = [{"name": "ce"}, {"name": "kd"}, {"name": "cosine"}, {"name": "fitnet"}, {"name": "rkd"},
+              {"name": "dm"}, {"name": "at"}, {"name": "dkd"}, {"name": "dist", "kwargs": {"standardize": True}}]
+    cfg = tiny_config(tmp_path, hw13, cache={"feature_layer": 3}, student={"losses": losses, "epochs": 1})
+    for stage in ("teacher", "cache", "student"):
+        assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
+    man = json.loads((tmp_path / "runs" / "tiny" / "cache" / "manifest.json").read_text())
+    assert man["key"]["stored"] == ["feat", "logits", "map"]
+    metrics = (tmp_path / "runs" / "tiny" / "student" / "metrics.csv").read_text()
+    for name in ("train_cosine", "train_fitnet", "train_rkd", "train_dm", "train_at", "train_dkd", "train_dist"):
+        assert name in metrics
+    assert main(["student", "--config", str(cfg), "student.teacher_mode=online", "student.resume=never"]) == 0
+    assert '"teacher_mode": "online"' in capsys.readouterr().out
+    assert main(["student", "--config", str(cfg), "student.teacher_mode=online", "runs_dir=" + str(tmp_path / "r2")]) != 0
+    # online mode with its own run dir needs a teacher there: the error says how to get one
+    assert "teacher" in capsys.readouterr().err
+
+
+def test_ce_only_baseline_needs_no_cache(tmp_path, hw13, capsys):
+    cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 1})
+    assert main(["student", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    s = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert s["student"]["teacher_mode"] == "none"

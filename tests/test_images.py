@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import load_config
+from pipeline.context import open_data, pixels
+from pipeline.data import BadImageError
+from pipeline.data.images import load_square
+from tests.conftest import tiny_config
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "LA", "P", "I;16", "CMYK"])
+def test_modes_are_converted_to_rgb(tmp_path, mode):
+    p = tmp_path / "x.png" if mode != "CMYK" else tmp_path / "x.jpg"
+    if mode == "I;16":
+        Image.fromarray(np.full((10, 12), 65535, dtype=np.uint16)).save(p)
+    else:
+        Image.new(mode, (12, 10)).save(p)
+    arr = load_square(p, 8)
+    assert arr.shape == (8, 8, 3) and arr.dtype == np.uint8
+    if mode == "I;16":
+        assert arr.min() == 255  # full-scale 16-bit -> white, not clipped garbage
+
+
+def test_huge_jpeg_is_decoded_small(tmp_path):
+    p = tmp_path / "big.jpg"
+    Image.new("RGB", (4000, 3000), (10, 200, 30)).save(p)
+    arr = load_square(p, 32)
+    assert arr.shape == (32, 32, 3) and abs(int(arr[..., 1].mean()) - 200) < 3
+
+
+def _corrupt(hw13):
+    bad = {
+        "training/0_100.jpg": b"",  # zero bytes
+        "training/1_100.jpg": b"this is not an image",
+        "validation/2_100.jpg": None,  # truncated jpeg
+    }
+    good = (hw13 / "training" / "0_0.jpg").read_bytes()
+    for rel, data in bad.items():
+        (hw13 / rel).write_bytes(good[: len(good) // 2] if data is None else data)
+    return bad
+
+
+def test_bad_images_are_listed_then_stop(tmp_path, hw13):
+    _corrupt(hw13)
+    cfg = load_config(tiny_config(tmp_path, hw13))
+    lay = open_data(cfg)
+    with pytest.raises(BadImageError) as e:
+        pixels(cfg, lay, "train")
+    msg = str(e.value)
+    assert "0_100.jpg" in msg and "1_100.jpg" in msg and "skip_bad" in msg
+    with pytest.raises(BadImageError, match="2_100.jpg"):
+        pixels(cfg, lay, "val")
+
+
+def test_bad_images_skipped_when_asked(tmp_path, hw13, caplog):
+    _corrupt(hw13)
+    cfg = load_config(tiny_config(tmp_path, hw13), ["data.skip_bad=true"])
+    lay = open_data(cfg)
+    px = pixels(cfg, lay, "train")
+    assert len(px.pixels) == 24 and len(px.split) == 24
+    assert all("_100" not in f.name for f in px.split.files)
+    assert "skipping unreadable image" in caplog.text
+    # a second call reuses the cache and gives the same files
+    again = pixels(cfg, lay, "train")
+    assert again.split.files == px.split.files and np.array_equal(np.asarray(again.pixels), np.asarray(px.pixels))
+
+
+def test_bad_evaluation_image_keeps_its_id(tmp_path, hw13):
+    (hw13 / "evaluation" / "0003.jpg").write_bytes(b"")
+    cfg = load_config(tiny_config(tmp_path, hw13), ["data.skip_bad=true"])
+    px = pixels(cfg, open_data(cfg), "test")
+    assert px.split.ids == [f"{i:04d}" for i in range(6)] and np.asarray(px.pixels[3]).max() == 0
+
+
+def test_half_written_pixel_cache_is_rebuilt(tmp_path, hw13):
+    cfg = load_config(tiny_config(tmp_path, hw13))
+    lay = open_data(cfg)
+    px = pixels(cfg, lay, "train")
+    arr = px.pixels.filename
+    ref = np.array(px.pixels)
+    with open(arr, "r+b") as fh:
+        fh.truncate(100)  # simulate a crash that cut the file
+    again = pixels(cfg, lay, "train")
+    assert np.array_equal(np.asarray(again.pixels), ref)

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+from pipeline.config import load_config
+from pipeline.context import open_data
+from pipeline.data import LayoutError, discover
+from tests.conftest import make_hw13, tiny_config
+
+
+def test_hw13_layout_labels_and_ids(hw13):
+    lay = discover(hw13)
+    assert lay.kind == "hw13" and lay.num_classes == 3
+    assert len(lay.train) == 24 and len(lay.val) == 9 and len(lay.test) == 6
+    assert {f.name: int(l) for f, l in zip(lay.train.files, lay.train.labels)}["2_5.jpg"] == 2
+    assert lay.test.ids == [f"{i:04d}" for i in range(6)] and lay.test.labels is None
+    assert lay.sample_submission == hw13 / "sample_submission.csv"
+
+
+def test_imagefolder_layout(tmp_path):
+    from PIL import Image
+
+    for split, n in (("train", 3), ("val", 1)):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8)).save(tmp_path / split / c / f"{i}.png")
+    lay = discover(tmp_path)
+    assert lay.kind == "imagefolder" and lay.class_names == ["cat", "dog"]
+    assert lay.train.labels.tolist() == [0, 0, 0, 1, 1, 1] and lay.test is None
+
+
+def test_missing_training_folder_names_root(tmp_path):
+    with pytest.raises(LayoutError, match=str(tmp_path) + r".*no training/"):
+        discover(tmp_path)
+    with pytest.raises(LayoutError, match="does not exist"):
+        discover(tmp_path / "nope")
+
+
+def test_unparseable_name_is_named(hw13):
+    (hw13 / "training" / "apple.jpg").write_bytes(b"x")
+    with pytest.raises(LayoutError, match=r"apple\.jpg: cannot read a label.*<label>_<n>\.jpg"):
+        discover(hw13)
+
+
+def test_label_outside_classes_txt(hw13):
+    (hw13 / "classes.txt").write_text("a\nb\n")
+    with pytest.raises(LayoutError, match=r"2_0\.jpg: label 2 is outside 0\.\.1"):
+        discover(hw13)
+
+
+def test_empty_class(tmp_path):
+    root = make_hw13(tmp_path / "d")
+    for f in (root / "training").glob("1_*.jpg"):
+        f.unlink()
+    with pytest.raises(LayoutError, match="class 1 .* has no training images"):
+        discover(root)
+
+
+def test_duplicate_evaluation_ids(hw13):
+    (hw13 / "evaluation" / "0001.png").write_bytes(b"x")
+    with pytest.raises(LayoutError, match="duplicate id '0001'"):
+        discover(hw13)
+
+
+def test_windows_path_in_name(hw13):
+    (hw13 / "training" / "food\\3_1.jpg").write_bytes(b"x")
+    with pytest.raises(LayoutError, match="backslash"):
+        discover(hw13)
+
+
+def test_non_image_files_are_ignored(hw13):
+    (hw13 / "training" / "notes.txt").write_text("hi")
+    (hw13 / "training" / ".DS_Store").write_text("hi")
+    assert len(discover(hw13).train) == 24
+
+
+def test_missing_validation_is_held_out(tmp_path):
+    root = make_hw13(tmp_path / "d", n_val=0)
+    (root / "validation").rmdir()
+    cfg = load_config(tiny_config(tmp_path, root))
+    lay = open_data(cfg)
+    assert len(lay.val) == 3 and len(lay.train) == 21
+    assert not set(lay.val.files) & set(lay.train.files)
+
+
+def test_limit_keeps_every_class(hw13):
+    lay = discover(hw13, limit_per_split=6)
+    assert len(lay.train) == 6 and set(np.unique(lay.train.labels)) == {0, 1, 2}
+    assert len(lay.test) == 6

@@ -1,0 +1,67 @@
+import pytest
+import torch
+from torch import nn
+
+from pipeline.models import STUDENTS, BudgetError, check_budget, count_params, create_student
+
+
+class Exactly(nn.Module):
+    def __init__(self, n: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(n))
+        self.register_buffer("not_counted", torch.zeros(1000))
+
+
+def test_gate_accepts_59999_and_refuses_60001():
+    assert check_budget(Exactly(59_999), 60_000) == 59_999
+    assert check_budget(Exactly(60_000), 60_000) == 60_000
+    with pytest.raises(BudgetError, match=r"60,001 parameters, 1 over the budget of 60,000"):
+        check_budget(Exactly(60_001), 60_000)
+
+
+def test_count_is_on_a_copy_in_eval_mode_and_counts_shared_once():
+    lin = nn.Linear(10, 10)
+    m = nn.Sequential(lin, lin).train()
+    assert count_params(m) == 110 and m.training
+
+
+@pytest.mark.parametrize("name", STUDENTS.names())
+def test_every_student_fits_the_budget_and_has_the_interface(name):
+    m = create_student(name, 11).eval()
+    assert count_params(m) < 60_000
+    x = torch.randn(2, 3, 32, 32)
+    maps = m.forward_stages(x)
+    assert [t.shape[1] for t in maps] == m.stage_channels
+    assert m(x).shape == (2, 11)
+    assert m.forward_head(maps[-1], pre_logits=True).shape == (2, m.num_features)
+    assert torch.allclose(m.forward_head(maps[-1]), m(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", STUDENTS.names())
+def test_width_scales_and_gate_catches_wide_students(name):
+    wide = create_student(name, 11, width=2.0)
+    with pytest.raises(BudgetError):
+        check_budget(wide, 60_000)
+    assert count_params(create_student(name, 11, width=0.5)) < count_params(create_student(name, 11))
+
+
+def test_depthwise_blocks_really_are_depthwise():
+    m = create_student("dwsep", 11)
+    convs = [c for c in m.modules() if isinstance(c, nn.Conv2d)]
+    dw = [c for c in convs if c.groups == c.in_channels and c.in_channels > 1]
+    pw = [c for c in convs if c.kernel_size == (1, 1)]
+    assert len(dw) == len(pw) >= 7
+
+
+def test_unknown_student_and_kwarg():
+    with pytest.raises(KeyError, match="Did you mean 'dwsep'"):
+        create_student("dwsepp", 11)
+    with pytest.raises(TypeError, match="valid student.kwargs: width, depth"):
+        create_student("dwsep", 11, widht=1.0)
+
+
+def test_channel_shuffle_interleaves_groups():
+    from pipeline.models.blocks import channel_shuffle
+
+    x = torch.arange(6.0).view(1, 6, 1, 1)
+    assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
