@@ -17,7 +17,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 UPLOAD := $(if $(filter 1 yes true,$(KAGGLE)),--upload,)
 COMP   := $(if $(COMPETITION),submit.competition=$(COMPETITION),)
 
-.PHONY: all setup test teacher cache student submit params demo-data clean-run benchmarks
+.PHONY: all setup test teacher cache student submit params demo-data clean-run benchmarks food11-data
 
 all: submit
 	@echo "submission: submissions/$(NAME).csv"
@@ -71,3 +71,10 @@ benchmarks: $(STAMP)
 
 clean-run:
 	rm -rf $(RUN) submissions/$(NAME).csv
+
+# Food-11 for HW13 from Kaggle (needs credentials and network): data/food11
+food11-data: | $(STAMP)
+	mkdir -p data/food11
+	$(VENV)/bin/kaggle competitions download -c ml2023spring-hw13 -p data/food11
+	cd data/food11 && unzip -q -o '*.zip' && rm -f *.zip
+	@ls data/food11

@@ -76,6 +76,7 @@ class CacheConfig(_Strict):
     views: int = Field(4, ge=1, le=64, description="Augmented views per training image (view 0 is the centre view)")
     scale_min: float = Field(0.35, gt=0, le=1)
     feature_layer: Optional[int] = Field(None, description="timm feature index cached for map losses (fitnet, at)")
+    store: list[Literal["feat", "map"]] = Field(default_factory=list, description="Also cache these, whatever the losses need")
     batch_size: int = Field(128, ge=1)
 
 
@@ -93,6 +94,7 @@ class StudentConfig(TrainConfig):
         ]
     )
     student_layer: int = Field(-2, description="Student stage index whose map feeds map losses")
+    dir: str = Field("student", pattern=r"^[A-Za-z0-9_.-]+$", description="Folder under runs/<name>/ (benchmarks use several)")
 
     @model_validator(mode="after")
     def _losses_known(self) -> "StudentConfig":

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .atomic import write_text
 from .checkpoint import CheckpointSaver, rng_state, set_rng_state
+from .progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,8 @@ class Engine:
         sums: dict[str, float] = {}
         n_seen, t0 = 0, time.time()
         n_batches = len(self.loader) if self.max_steps_per_epoch is None else min(len(self.loader), self.max_steps_per_epoch)
-        for batch in self.loader:
+        bar = progress(self.loader, f"{self.out_dir.name} epoch {self.epoch + 1}/{self.epochs}", total=n_batches - self.batch)
+        for batch in bar:
             if self.batch >= n_batches:
                 break
             with torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext():

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .progress import progress
+
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], loader: torch.utils.data.DataLoader,
@@ -15,7 +17,7 @@ def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], lo
     if isinstance(model, nn.Module):
         model.eval()
     out = []
-    for batch in loader:
+    for batch in progress(loader, "predict"):
         x = normalize(batch[0].to(device, non_blocking=True))
         out.append(model(x).float().cpu())
     return torch.cat(out).numpy()

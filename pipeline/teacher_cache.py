@@ -35,14 +35,26 @@ class StaleCacheError(RuntimeError):
 
 
 def cache_key(*, teacher_sha256: str, pixel_key: str, img_size: int, mean: Any, std: Any, views: int,
-              scale_min: float, seed: int, feature_layer: Optional[int], stored: list[str]) -> dict[str, Any]:
-    """Everything a cache depends on; a student expects exactly this dict in the manifest."""
+              scale_min: float, seed: int) -> dict[str, Any]:
+    """Everything a cache's values depend on; a student expects exactly this dict in the manifest."""
     return {
         "format": FORMAT_VERSION, "teacher_sha256": teacher_sha256, "pixel_key": pixel_key,
         "transform": {"img_size": img_size, "mean": list(mean), "std": list(std), "views": views,
                       "scale_min": scale_min, "seed": seed},
-        "feature_layer": feature_layer, "stored": sorted(stored),
     }
+
+
+def content_problem(man: dict[str, Any], need: dict[str, Any]) -> Optional[str]:
+    """Why the cache's contents do not cover ``need`` (``{"stored": [...], "feature_layer": L}``), or None.
+
+    A cache holding more than needed (e.g. features built for another method) is fine."""
+    have = man.get("contents", {})
+    missing = sorted(set(need["stored"]) - set(have.get("stored", [])))
+    if missing:
+        return f"it does not hold {', '.join(missing)} (holds {', '.join(have.get('stored', []))})"
+    if "map" in need["stored"] and have.get("feature_layer") != need["feature_layer"]:
+        return f"its feature map is from layer {have.get('feature_layer')}, the config asks for {need['feature_layer']}"
+    return None
 
 
 @contextmanager
@@ -95,13 +107,14 @@ def read_manifest(folder: Path) -> Optional[dict[str, Any]]:
         return None
 
 
-def is_valid(folder: Path, key: dict[str, Any]) -> bool:
+def is_valid(folder: Path, key: dict[str, Any], need: dict[str, Any]) -> bool:
     man = read_manifest(folder)
-    return man is not None and man.get("key") == key and _check_files(folder, man) is None
+    return (man is not None and man.get("key") == key and content_problem(man, need) is None
+            and _check_files(folder, man) is None)
 
 
-def load_cache(folder: Path, key: dict[str, Any], rebuild_cmd: str) -> TeacherCache:
-    """Open the cache in ``folder`` if its manifest matches ``key``; else raise ``StaleCacheError``."""
+def load_cache(folder: Path, key: dict[str, Any], need: dict[str, Any], rebuild_cmd: str) -> TeacherCache:
+    """Open the cache in ``folder`` if its manifest matches ``key`` and covers ``need``; else raise ``StaleCacheError``."""
     man = read_manifest(folder)
     how = f"Rebuild it with: {rebuild_cmd}"
     if man is None:
@@ -111,6 +124,9 @@ def load_cache(folder: Path, key: dict[str, Any], rebuild_cmd: str) -> TeacherCa
     if diffs:
         detail = "; ".join(f"{k}: cache has {str(have.get(k))[:40]!s}, expected {str(key.get(k))[:40]!s}" for k in diffs)
         raise StaleCacheError(f"teacher cache {folder} is stale ({detail}). {how}")
+    lacking = content_problem(man, need)
+    if lacking:
+        raise StaleCacheError(f"teacher cache {folder} does not fit the configured losses: {lacking}. {how}")
     problem = _check_files(folder, man)
     if problem:
         raise StaleCacheError(f"teacher cache {folder} is incomplete: {problem}. {how}")
@@ -133,6 +149,7 @@ def key_digest(key: dict[str, Any]) -> str:
     return sha256_json(key)
 
 
-def write_manifest(folder: Path, key: dict[str, Any], shapes: dict[str, list[int]], files: list[str], extra: dict[str, Any]) -> None:
-    write_json(folder / "manifest.json", {"key": key, "digest": key_digest(key), "shapes": shapes,
+def write_manifest(folder: Path, key: dict[str, Any], contents: dict[str, Any], shapes: dict[str, list[int]],
+                   files: list[str], extra: dict[str, Any]) -> None:
+    write_json(folder / "manifest.json", {"key": key, "digest": key_digest(key), "contents": contents, "shapes": shapes,
                                           "files": files, **manifest_extra(), **extra})

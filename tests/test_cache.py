@@ -8,7 +8,7 @@ import torch
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.context import open_data, pixels
-from pipeline.stages.cache import expected_key
+from pipeline.stages.cache import expected_key, needed
 from pipeline.teacher_cache import StaleCacheError, load_cache
 from tests.conftest import tiny_config
 
@@ -23,12 +23,12 @@ def built(tmp_path, hw13, capsys):
 
 def _key(cfg_path, *overrides):
     cfg = load_config(cfg_path, list(overrides))
-    return cfg, expected_key(cfg, pixels(cfg, open_data(cfg), "train").key)
+    return cfg, expected_key(cfg, pixels(cfg, open_data(cfg), "train").key), needed(cfg)
 
 
 def test_cache_holds_teacher_outputs_per_view(built):
-    cfg, key = _key(built)
-    c = load_cache(cfg.run_dir / "cache", key, "rebuild")
+    cfg, key, need = _key(built)
+    c = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
     n = len(open_data(cfg).train)
     assert c.logits.shape == (n, 2, 3) and c.views.shape == (n, 2, 5)
     assert (c.views[:, 0] == [0, 0, 24, 24, 0]).all()  # view 0 is the whole image
@@ -51,28 +51,28 @@ def test_changed_teacher_is_refused_with_rebuild_hint(built, capsys):
 
 
 def test_changed_views_config_is_refused(built):
-    cfg, key = _key(built, "cache.views=3")
+    cfg, key, need = _key(built, "cache.views=3")
     with pytest.raises(StaleCacheError, match="transform"):
-        load_cache(cfg.run_dir / "cache", key, "rebuild")
+        load_cache(cfg.run_dir / "cache", key, need, "rebuild")
 
 
 def test_half_written_cache_is_refused_then_rebuilt(built, capsys):
-    cfg, key = _key(built)
+    cfg, key, need = _key(built)
     logits = cfg.run_dir / "cache" / "logits.npy"
     good = np.load(logits).copy()
     with open(logits, "r+b") as fh:
         fh.truncate(200)
     with pytest.raises(StaleCacheError, match="incomplete"):
-        load_cache(cfg.run_dir / "cache", key, "rebuild")
+        load_cache(cfg.run_dir / "cache", key, need, "rebuild")
     assert main(["cache", "--config", str(built)]) == 0
     assert '"reused": false' in capsys.readouterr().out
     np.testing.assert_allclose(np.load(logits), good, atol=1e-5)
 
 
 def test_missing_cache(tmp_path, built):
-    cfg, key = _key(built)
+    cfg, key, need = _key(built)
     with pytest.raises(StaleCacheError, match="no teacher cache"):
-        load_cache(tmp_path / "nowhere", key, "make cache")
+        load_cache(tmp_path / "nowhere", key, need, "make cache")
 
 
 def test_cached_logits_equal_an_online_forward(built):
@@ -80,8 +80,8 @@ def test_cached_logits_equal_an_online_forward(built):
     from pipeline.data.views import render_view
     from pipeline.models.teacher import teacher_from_checkpoint
 
-    cfg, key = _key(built)
-    c = load_cache(cfg.run_dir / "cache", key, "rebuild")
+    cfg, key, need = _key(built)
+    c = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
     model, meta = teacher_from_checkpoint(cfg.run_dir / "teacher" / "best.pt")
     px = pixels(cfg, open_data(cfg), "train").pixels
     i, v = 5, 1
@@ -89,3 +89,17 @@ def test_cached_logits_equal_an_online_forward(built):
     with torch.inference_mode():
         out = model(Normalize(meta["mean"], meta["std"])(x))
     np.testing.assert_allclose(out[0].numpy(), c.logits[i, v], atol=1e-4)
+
+
+def test_cache_for_other_losses_is_refused_then_superset_accepted(built, capsys):
+    cfg, key, need = _key(built, "student.losses=[{name: cosine}]")
+    with pytest.raises(StaleCacheError, match="does not hold feat"):
+        load_cache(cfg.run_dir / "cache", key, need, "rebuild")
+    # a cache built with extra arrays serves every method
+    assert main(["cache", "--config", str(built), "cache.store=[feat, map]", "cache.feature_layer=2"]) == 0
+    c = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
+    assert c.feat is not None and c.map is not None
+    assert main(["student", "--config", str(built)]) == 0  # the plain kd student takes the superset cache
+    cfg2, key2, need2 = _key(built, "student.losses=[{name: fitnet}]", "cache.feature_layer=3")
+    with pytest.raises(StaleCacheError, match="from layer 2.*asks for 3"):
+        load_cache(cfg2.run_dir / "cache", key2, need2, "rebuild")

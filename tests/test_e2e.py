@@ -33,7 +33,7 @@ def test_feature_losses_and_online_teacher_run(tmp_path, hw13, capsys):
     for stage in ("teacher", "cache", "student"):
         assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
     man = json.loads((tmp_path / "runs" / "tiny" / "cache" / "manifest.json").read_text())
-    assert man["key"]["stored"] == ["feat", "logits", "map"]
+    assert man["contents"]["stored"] == ["feat", "logits", "map"]
     metrics = (tmp_path / "runs" / "tiny" / "student" / "metrics.csv").read_text()
     for name in ("train_cosine", "train_fitnet", "train_rkd", "train_dm", "train_at", "train_dkd", "train_dist"):
         assert name in metrics
@@ -49,3 +49,27 @@ def test_ce_only_baseline_needs_no_cache(tmp_path, hw13, capsys):
     assert main(["student", "--config", str(cfg)]) == 0, capsys.readouterr().err
     s = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
     assert s["student"]["teacher_mode"] == "none"
+
+
+def test_submit_refuses_an_over_budget_checkpoint_made_elsewhere(tmp_path, hw13, capsys):
+    """A checkpoint trained with a larger budget (or edited by hand) is gated again at submit."""
+    cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 1, "kwargs": {"width": 1.5}, "budget": 200_000})
+    assert main(["student", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["submit", "--config", str(cfg), "student.budget=60000"]) == 2
+    assert "over the budget of 60,000" in capsys.readouterr().err
+    assert not (tmp_path / "subs" / "tiny.csv").exists()
+
+
+def test_training_refuses_over_budget_before_any_work(tmp_path, hw13, capsys):
+    cfg = tiny_config(tmp_path, hw13, student={"kd": False, "kwargs": {"width": 2.0}})
+    assert main(["student", "--config", str(cfg)]) == 2
+    assert "over the budget" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "tiny" / "student" / "last.pt").exists()
+
+
+def test_config_typo_fails_before_training(tmp_path, hw13, capsys):
+    cfg = tiny_config(tmp_path, hw13)
+    assert main(["teacher", "--config", str(cfg), "teacher.epochz=3"]) == 2
+    assert "teacher.epochz" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -17,29 +17,29 @@ from ..distill import teacher_fields
 from ..engine import device
 from ..losses import loss_inputs
 from ..models.teacher import teacher_from_checkpoint, teacher_outputs
+from ..progress import progress
 
 
-def needed_fields(cfg: Config) -> list[str]:
-    """Cache arrays the configured student losses read (logits always)."""
+def needed(cfg: Config, build: bool = False) -> dict[str, Any]:
+    """Cache arrays the configured student losses read (logits always), plus ``cache.store`` when building."""
     needs: set[str] = set()
     for t in cfg.student.effective_losses():
         needs |= loss_inputs(t.name)
-    return teacher_fields(needs)
+    fields = set(teacher_fields(needs)) | (set(cfg.cache.store) if build else set())
+    return {"stored": sorted(fields), "feature_layer": cfg.cache.feature_layer if "map" in fields else None}
 
 
 def expected_key(cfg: Config, pixel_key: str) -> dict[str, Any]:
-    """The manifest key a student run of ``cfg`` expects (raises if the teacher is not trained)."""
+    """The manifest key the cache of ``cfg`` must carry (raises if the teacher is not trained)."""
     ck = cfg.run_dir / "teacher" / "best.pt"
     if not ck.is_file():
         from ..models.teacher import TeacherError
 
         raise TeacherError(f"no teacher checkpoint at {ck}; run the teacher stage first (make teacher CONFIG=...)")
     meta = torch.load(ck, map_location="cpu", weights_only=False)
-    fields = needed_fields(cfg)
     return tcache.cache_key(
         teacher_sha256=sha256_file(ck), pixel_key=pixel_key, img_size=cfg.teacher.img_size,
-        mean=meta["mean"], std=meta["std"], views=cfg.cache.views, scale_min=cfg.cache.scale_min,
-        seed=cfg.seed, feature_layer=cfg.cache.feature_layer if "map" in fields else None, stored=fields)
+        mean=meta["mean"], std=meta["std"], views=cfg.cache.views, scale_min=cfg.cache.scale_min, seed=cfg.seed)
 
 
 def views_for(cfg: Config, n: int) -> np.ndarray:
@@ -53,8 +53,8 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     out = ctx.stage_dir(cfg, "cache")
     layout = ctx.open_data(cfg)
     train, val = ctx.pixels(cfg, layout, "train"), ctx.pixels(cfg, layout, "val")
-    key = expected_key(cfg, train.key)
-    if tcache.is_valid(out, key):
+    key, need = expected_key(cfg, train.key), needed(cfg, build=True)
+    if tcache.is_valid(out, key, need):
         result = {"reused": True, "folder": str(out), "wall_s": round(time.time() - t0, 1)}
         write_json(out / "done.json", result)
         return result
@@ -63,7 +63,7 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     model, meta = teacher_from_checkpoint(cfg.run_dir / "teacher" / "best.pt")
     model.to(dev)
     norm = Normalize(meta["mean"], meta["std"]).to(dev)
-    fields, layer = key["stored"], key["feature_layer"]
+    fields, layer = need["stored"], need["feature_layer"]
     n, k, bs = len(train.pixels), cfg.cache.views, cfg.cache.batch_size
     views = views_for(cfg, n)
 
@@ -80,7 +80,7 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
         for v in range(k):
             dl = loader(ViewImages(train.pixels, train.split.labels, views, meta["img_size"], fixed_view=v),
                         bs, shuffle=False, workers=cfg.data.workers)
-            for x, _, idx, _ in dl:
+            for x, _, idx, _ in progress(dl, f"cache view {v + 1}/{k}"):
                 lo, fe, ma = teacher_outputs(model, norm(x.to(dev)), layer)
                 i = idx.numpy()
                 logits[i, v] = lo.float().cpu().numpy()
@@ -95,7 +95,7 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     val_logits = predict_logits(model, vdl, norm, dev)
     save_npy(out / "val_logits.npy", val_logits)
     all_shapes = {**{f: list(s) for f, s in shapes.items()}, "views": list(views.shape), "val_logits": list(val_logits.shape)}
-    tcache.write_manifest(out, key, all_shapes, [str(f) for f in train.split.files],
+    tcache.write_manifest(out, key, need, all_shapes, [str(f) for f in train.split.files],
                           {"teacher": meta["arch"], "teacher_val_acc": accuracy(val_logits, val.split.labels)})
     result = {"reused": False, "folder": str(out), "images": n, "views": k, "stored": fields,
               "teacher_val_acc": accuracy(val_logits, val.split.labels), "wall_s": round(time.time() - t0, 1)}

@@ -17,7 +17,7 @@ from ..engine import Engine, adamw, cosine_schedule, device
 from ..models import check_budget, create_student
 from ..models.teacher import teacher_from_checkpoint, teacher_outputs
 from ..predict import accuracy, predict_logits
-from .cache import expected_key, views_for
+from .cache import expected_key, needed, views_for
 
 STUDENT_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
@@ -27,8 +27,8 @@ class TeacherSource:
 
     def __init__(self, cfg: Config, pixel_key: str, n_train: int, rebuild_cmd: str, dev: torch.device):
         self.dev, self.online = dev, cfg.student.teacher_mode == "online"
-        key = expected_key(cfg, pixel_key)
-        self.fields, self.layer = key["stored"], key["feature_layer"]
+        key, need = expected_key(cfg, pixel_key), needed(cfg)
+        self.fields, self.layer = need["stored"], need["feature_layer"]
         if self.online:
             self.model, meta = teacher_from_checkpoint(cfg.run_dir / "teacher" / "best.pt")
             self.model.to(dev)
@@ -40,7 +40,7 @@ class TeacherSource:
                 _, f, m = teacher_outputs(self.model, x, self.layer)
             self.dims = {"feat": f.shape[1], "map": None if m is None else m.shape[1]}
         else:
-            self.cache = tcache.load_cache(cfg.run_dir / "cache", key, rebuild_cmd)
+            self.cache = tcache.load_cache(cfg.run_dir / "cache", key, need, rebuild_cmd)
             self.views = self.cache.views
             self.dims = {"feat": None if self.cache.feat is None else self.cache.feat.shape[-1],
                          "map": None if self.cache.map is None else self.cache.map.shape[2]}
@@ -67,7 +67,7 @@ def build_student(cfg: Config, num_classes: int) -> nn.Module:
 def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     t0 = time.time()
     sc = cfg.student
-    out = ctx.stage_dir(cfg, "student")
+    out = ctx.stage_dir(cfg, sc.dir)
     layout = ctx.open_data(cfg)
     train, val = ctx.pixels(cfg, layout, "train"), ctx.pixels(cfg, layout, "val")
     dev = device()
@@ -127,6 +127,6 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     result = {"name": sc.model, "params": params, "budget": sc.budget, "val_acc": max(h["val_acc"] for h in history),
               "losses": [t.model_dump() for t in terms], "teacher_mode": sc.teacher_mode if uses_teacher else "none",
               "epochs": len(history), "wall_s": round(time.time() - t0, 1), "checkpoint": str(engine.saver.best)}
-    ctx.update_summary(cfg, "student", result)
+    ctx.update_summary(cfg, "student" if sc.dir == "student" else f"student:{sc.dir}", result)
     write_json(out / "done.json", result)
     return result

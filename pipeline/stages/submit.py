@@ -40,7 +40,7 @@ def run(cfg: Config, config_path: Optional[str] = None, upload_to_kaggle: bool =
         raise SubmissionError(f"{layout.root}: no evaluation/ (or test/) folder of unlabelled images to predict")
     test = ctx.pixels(cfg, layout, "test")
     dev = device()
-    model, ck = load_student(cfg.run_dir / "student" / "best.pt", cfg.student.budget)
+    model, ck = load_student(cfg.run_dir / cfg.student.dir / "best.pt", cfg.student.budget)
     model.to(dev)
     norm = Normalize(ck["mean"], ck["std"]).to(dev)
     dl = loader(PlainImages(test.pixels, None, ck["img_size"]), 256, shuffle=False, workers=cfg.data.workers)
