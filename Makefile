@@ -64,7 +64,7 @@ params: | $(STAMP)
 	$(PY) -m pipeline params --config $(CONFIG) $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/methods.py --data ../shared/datasets/food10-mini

@@ -130,7 +130,7 @@ class Config(_Strict):
     # ---- derived paths -------------------------------------------------
     def path(self, p: str) -> Path:
         q = Path(p).expanduser()
-        return q if q.is_absolute() else REPO_ROOT / q
+        return (q if q.is_absolute() else REPO_ROOT / q).resolve()
 
     @property
     def run_dir(self) -> Path:
