@@ -64,7 +64,8 @@ def run_stage(stage: str, config: str, overrides: Sequence[str] = (), upload: bo
 def compare(runs: Sequence[str]) -> str:
     from pathlib import Path
 
-    rows = ["| run | teacher | teacher acc | student | params | student acc | wall s (t/c/s) |", "|---|---|---|---|---|---|---|"]
+    rows = ["| run | teacher | teacher acc | student | params | student acc | train s (teacher/cache/student) |",
+            "|---|---|---|---|---|---|---|"]
     for r in runs:
         p = Path(r) / "summary.json"
         if not p.is_file():
@@ -74,7 +75,7 @@ def compare(runs: Sequence[str]) -> str:
         t, c, st = s.get("teacher", {}), s.get("cache", {}), s.get("student", {})
         rows.append(f"| {s.get('name', r)} | {t.get('name', '-')} | {t.get('val_acc', float('nan')):.4f} | {st.get('name', '-')} "
                     f"| {st.get('params', '-')} | {st.get('val_acc', float('nan')):.4f} | "
-                    f"{t.get('wall_s', '-')}/{c.get('wall_s', '-')}/{st.get('wall_s', '-')} |")
+                    f"{t.get('train_s', '-')}/{c.get('wall_s', '-')}/{st.get('train_s', '-')} |")
     return "\n".join(rows)
 
 

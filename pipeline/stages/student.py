@@ -126,7 +126,8 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     history = engine.fit()
     result = {"name": sc.model, "params": params, "budget": sc.budget, "val_acc": max(h["val_acc"] for h in history),
               "losses": [t.model_dump() for t in terms], "teacher_mode": sc.teacher_mode if uses_teacher else "none",
-              "epochs": len(history), "wall_s": round(time.time() - t0, 1), "checkpoint": str(engine.saver.best)}
+              "epochs": len(history), "train_s": round(sum(h["epoch_s"] for h in history), 1),
+              "wall_s": round(time.time() - t0, 1), "checkpoint": str(engine.saver.best)}
     ctx.update_summary(cfg, "student" if sc.dir == "student" else f"student:{sc.dir}", result)
     write_json(out / "done.json", result)
     return result

@@ -57,7 +57,8 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
                     resume_cmd=ctx.cmd("teacher", cfg, config_path))
     history = engine.fit()
     result = {"name": tc.model, "params": count_params(model), "val_acc": max(h["val_acc"] for h in history),
-              "epochs": len(history), "wall_s": round(time.time() - t0, 1), "checkpoint": str(engine.saver.best)}
+              "epochs": len(history), "train_s": round(sum(h["epoch_s"] for h in history), 1),
+              "wall_s": round(time.time() - t0, 1), "checkpoint": str(engine.saver.best)}
     ctx.update_summary(cfg, "teacher", result)
     write_json(out / "done.json", result)
     return result
