@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 from .config import REPO_ROOT, ConfigError, load_config
 
-STAGES = ("teacher", "cache", "student", "submit", "export", "params", "all")
+STAGES = ("teacher", "cache", "student", "submit", "export", "report", "params", "all")
 DEFAULT_CONFIG = "configs/demo.yaml"
 
 
@@ -45,7 +45,7 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 def run_stage(stage: str, config: str, overrides: Sequence[str] = (), upload: bool = False) -> dict:
     from . import context as ctx
-    from .stages import cache, export, params, student, submit, teacher
+    from .stages import cache, export, params, report, student, submit, teacher
 
     cfg = load_config(config, list(overrides))
     ctx.setup_torch(cfg.seed)
@@ -55,7 +55,7 @@ def run_stage(stage: str, config: str, overrides: Sequence[str] = (), upload: bo
             out[name] = run_stage(name, config, overrides, upload)
         return out
     mod = {"teacher": teacher, "cache": cache, "student": student, "submit": submit, "export": export,
-           "params": params}[stage]
+           "report": report, "params": params}[stage]
     if stage == "submit":
         return mod.run(cfg, config, upload_to_kaggle=upload)
     return mod.run(cfg, config)

@@ -1,0 +1,128 @@
+"""torch Datasets over the decoded-pixel cache. Items are uint8 HWC; batches are normalised on device.
+
+Every random choice is seeded from ``(seed, epoch, index)``, so an epoch is the same whether it runs
+with 0 or N workers, and a resumed run replays exactly what an uninterrupted one would have seen.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .views import render_view
+
+
+class _Epoch(Dataset):
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, self.epoch, index))
+
+
+class AugmentedImages(_Epoch):
+    """Teacher training: albumentations on cached pixels. Item: (image (H,W,3) uint8, label, index)."""
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, img_size: int, scale_min: float = 0.35, seed: int = 0):
+        self.pixels, self.labels, self.seed = pixels, labels, seed
+        self.tf = A.Compose([
+            A.RandomResizedCrop(size=(img_size, img_size), scale=(scale_min, 1.0)),
+            A.HorizontalFlip(p=0.5),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=0.5),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int):
+        self.tf.set_random_seed(int(self._rng(i).integers(2**31)))
+        img = self.tf(image=np.asarray(self.pixels[i]))["image"]
+        return torch.from_numpy(np.ascontiguousarray(img)), int(self.labels[i]), i
+
+
+class PlainImages(Dataset):
+    """Evaluation/prediction: the whole image resized to ``img_size``. Item: (image, label or -1, index)."""
+
+    def __init__(self, pixels: np.ndarray, labels: Optional[np.ndarray], img_size: int):
+        self.pixels, self.labels, self.img_size = pixels, labels, img_size
+        s = pixels.shape[1]
+        self.whole = np.array([0, 0, s, s, 0], dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int):
+        img = render_view(np.asarray(self.pixels[i]), self.whole, self.img_size)
+        return torch.from_numpy(img), -1 if self.labels is None else int(self.labels[i]), i
+
+
+class ViewImages(_Epoch):
+    """Student training: replay a recorded view per image. Item: (image, label, index, view index[, teacher image]).
+
+    ``views`` is (N, K, 5) from ``sample_views``; each epoch picks one of the K views per image.
+    With ``fixed_view`` set, that view is always used (``0`` = whole image, for the cache stage).
+    """
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, views: np.ndarray, img_size: int,
+                 seed: int = 0, fixed_view: Optional[int] = None, teacher_size: Optional[int] = None):
+        self.pixels, self.labels, self.views = pixels, labels, views
+        self.img_size, self.seed, self.fixed_view = img_size, seed, fixed_view
+        self.teacher_size = teacher_size  # online teacher: also return the view at the teacher's size
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int):
+        k = self.fixed_view if self.fixed_view is not None else int(self._rng(i).integers(self.views.shape[1]))
+        src = np.asarray(self.pixels[i])
+        img = torch.from_numpy(render_view(src, self.views[i, k], self.img_size))
+        if self.teacher_size is None:
+            return img, int(self.labels[i]), i, k
+        return img, int(self.labels[i]), i, k, torch.from_numpy(render_view(src, self.views[i, k], self.teacher_size))
+
+
+class Normalize(torch.nn.Module):
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W), ``(x/255 - mean) / std``."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A permutation seeded by ``(seed, epoch)``: resuming at epoch e replays epoch e's order."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0  # start: samples already seen (resume)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        perm = np.random.default_rng((self.seed, self.epoch, 7)).permutation(self.n)
+        return iter(perm[self.start:].tolist())
+
+
+def loader(ds: Dataset, batch_size: int, *, shuffle: bool, workers: int = 0, seed: int = 0,
+           drop_last: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader with an epoch-seeded shuffle and pinned memory when CUDA is present."""
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, sampler=EpochShuffle(len(ds), seed) if shuffle else None,
+        num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+        # its own generator: making an iterator must not draw from the global RNG (exact resume)
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,  # workers are re-made each epoch so they see set_epoch()
+    )

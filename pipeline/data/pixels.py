@@ -1,0 +1,151 @@
+"""Decoded-pixel cache: every image decoded and resized once into a uint8 memmap.
+
+``runs/_pixels/<key>/<split>.u8`` holds ``(N, S, S, 3)`` uint8; ``<split>.json`` is its manifest
+(files, sizes, mtimes, S). The key hashes the file list and stats, so a changed data folder gets a
+new cache; a manifest that does not match its array (a half-written cache) is rebuilt.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..atomic import atomic_path, sha256_json, write_json
+from .images import load_square
+from .layout import Split
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+class BadImageError(ValueError):
+    """Some images could not be decoded; the message lists each path and the fix."""
+
+    def __init__(self, bad: list[tuple[Path, str]]):
+        self.bad = bad
+        lines = "\n".join(f"  {p}: {why}" for p, why in bad[:50])
+        more = f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""
+        super().__init__(
+            f"{len(bad)} unreadable image(s):\n{lines}{more}\n"
+            "Fix or delete these files, or set data.skip_bad: true to skip them (each is logged)."
+        )
+
+
+def _decode(args: tuple[str, int]) -> tuple[Optional[np.ndarray], str]:
+    path, size = args
+    try:
+        return load_square(path, size), ""
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad image
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def split_key(split: Split, size: int) -> str:
+    """Hash of the split's files (last three path parts, size, mtime) and the size: moving the data
+    folder keeps the key, changing, adding or removing a file changes it."""
+    stats = []
+    for f in split.files:
+        st = os.stat(f)
+        stats.append(("/".join(Path(f).parts[-3:]), st.st_size, st.st_mtime_ns))
+    return sha256_json({"v": FORMAT_VERSION, "size": size, "files": stats})
+
+
+@dataclass
+class PixelCache:
+    """A split's decoded pixels plus which of its files they came from."""
+
+    split: Split  # only the files that decoded (or all, with placeholders, for the test split)
+    pixels: np.ndarray  # (N, S, S, 3) uint8, memory-mapped read-only
+    key: str
+
+    @property
+    def size(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+def _load(folder: Path, name: str, key: str, split: Split) -> Optional[PixelCache]:
+    man_p, arr_p = folder / f"{name}.json", folder / f"{name}.u8"
+    if not (man_p.is_file() and arr_p.is_file()):
+        return None
+    import json
+
+    try:
+        man = json.loads(man_p.read_text())
+        shape = tuple(man["shape"])
+        if man.get("key") != key or arr_p.stat().st_size != int(np.prod(shape)):
+            log.warning("pixel cache %s does not match its manifest; rebuilding", arr_p)
+            return None
+        keep = np.asarray(man["keep"], dtype=bool)
+    except (ValueError, KeyError, TypeError):
+        log.warning("pixel cache manifest %s is unreadable; rebuilding", man_p)
+        return None
+    pixels = np.memmap(arr_p, dtype=np.uint8, mode="r", shape=shape)
+    return PixelCache(split.subset(keep), pixels, key)
+
+
+def build_pixel_cache(
+    split: Split, size: int, cache_root: Path, *, skip_bad: bool = False, workers: int = 2
+) -> PixelCache:
+    """Decode ``split`` once at ``size`` (or reuse a matching cache) and return the memmap.
+
+    Bad images stop the build with a list of paths (``BadImageError``) unless ``skip_bad``:
+    then training/validation files are dropped and unlabelled test images become black
+    placeholders (the submission still needs their ids); each one is logged.
+    """
+    key = split_key(split, size)
+    folder = cache_root / key[:16]
+    cached = _load(folder, split.name, key, split)
+    if cached is not None:
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(split)
+    arr_p = folder / f"{split.name}.u8"
+    bad: list[tuple[Path, str]] = []
+    keep = np.ones(n, dtype=bool)
+    jobs = [(str(f), size) for f in split.files]
+    with atomic_path(arr_p) as tmp:
+        out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(max(n, 1), size, size, 3))
+        results = _map(jobs, workers)
+        for i, (img, why) in enumerate(results):
+            if img is None:
+                bad.append((split.files[i], why))
+                keep[i] = False
+                out[i] = 0
+            else:
+                out[i] = img
+        if bad and not skip_bad:
+            raise BadImageError(bad)
+        for p, why in bad:
+            log.warning("skipping unreadable image %s (%s)", p, why)
+        if split.labels is not None and bad:
+            # compact: move kept rows to the front, then truncate
+            idx = np.flatnonzero(keep)
+            for j, i in enumerate(idx):
+                if i != j:
+                    out[j] = out[i]
+            m = len(idx)
+        else:
+            keep[:] = True  # test split: placeholders keep every id
+            m = n
+        out.flush()
+        del out
+        os.truncate(tmp, m * size * size * 3)
+    shape = [m, size, size, 3]
+    write_json(folder / f"{split.name}.json", {"key": key, "shape": shape, "keep": keep.tolist(),
+                                               "files": [str(f) for f in split.files], "bad": [[str(p), w] for p, w in bad]})
+    pixels = np.memmap(arr_p, dtype=np.uint8, mode="r", shape=tuple(shape))
+    return PixelCache(split.subset(keep), pixels, key)
+
+
+def _map(jobs: list[tuple[str, int]], workers: int):
+    if workers <= 1 or len(jobs) < 64:
+        return map(_decode, jobs)
+    ex = ProcessPoolExecutor(max_workers=workers)
+    try:
+        return list(ex.map(_decode, jobs, chunksize=32))
+    finally:
+        ex.shutdown()
