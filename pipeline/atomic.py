@@ -76,3 +76,12 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> int:
+    """Delete temp files (``.<name>.*.tmp``) a killed writer left in ``folder``; returns how many."""
+    n = 0
+    for p in Path(folder).glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n

@@ -44,3 +44,12 @@ def test_interrupted_checkpoint_save_keeps_old(tmp_path, monkeypatch):
         save_torch(p, {"epoch": 2})
     monkeypatch.undo()
     assert torch.load(p)["epoch"] == 1
+
+
+def test_stale_temps_of_a_killed_writer_are_removed(tmp_path):
+    from pipeline.atomic import remove_stale_temps
+
+    (tmp_path / ".logits.npy.abc123.tmp").write_bytes(b"partial")
+    (tmp_path / "logits.npy").write_bytes(b"keep")
+    assert remove_stale_temps(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["logits.npy"]

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..atomic import atomic_path, sha256_json, write_json
+from ..atomic import atomic_path, remove_stale_temps, sha256_json, write_json
 from .images import load_square
 from .layout import Split
 
@@ -102,6 +102,7 @@ def build_pixel_cache(
     if cached is not None:
         return cached
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(folder)
     n = len(split)
     arr_p = folder / f"{split.name}.u8"
     bad: list[tuple[Path, str]] = []

@@ -9,7 +9,7 @@ import torch
 
 from .. import context as ctx
 from .. import teacher_cache as tcache
-from ..atomic import save_npy, sha256_file, write_json
+from ..atomic import remove_stale_temps, save_npy, sha256_file, write_json
 from ..config import Config
 from ..data.datasets import Normalize, PlainImages, ViewImages, loader
 from ..data.views import sample_views
@@ -59,6 +59,7 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
         write_json(out / "done.json", result)
         return result
     (out / "manifest.json").unlink(missing_ok=True)  # invalidate first: a crash below leaves no trusted cache
+    remove_stale_temps(out)  # partial arrays of a run that was killed
     dev = device()
     model, meta = teacher_from_checkpoint(cfg.run_dir / "teacher" / "best.pt")
     model.to(dev)
