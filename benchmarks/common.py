@@ -1,7 +1,6 @@
 """Helpers shared by the benchmark scripts: timing, tables, JSON output."""
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time

@@ -15,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from common import median_time, save, table
 from torch.utils.data import Dataset

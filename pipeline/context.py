@@ -77,3 +77,19 @@ def update_summary(cfg: Config, section: str, values: Any) -> dict[str, Any]:
 def cmd(stage: str, cfg: Config, config_path: Optional[str]) -> str:
     """The command line that reruns ``stage`` for this config (for error messages)."""
     return f"python -m pipeline {stage} --config {config_path or 'configs/' + cfg.name + '.yaml'}"
+
+
+def training_setup(cfg: Config, tc: Any, train_ds: Any, val: PixelCache, params: Any) -> tuple[Any, Any, Any, Any]:
+    """Loaders, AdamW and the warm-up + cosine schedule for one stage's ``TrainConfig`` ``tc``.
+
+    Returns ``(train_loader, val_loader, optimizer, scheduler)``; the schedule is stepped per batch."""
+    from .data.datasets import PlainImages, loader
+    from .engine import adamw, cosine_schedule
+
+    train_dl = loader(train_ds, tc.batch_size, shuffle=True, workers=cfg.data.workers, seed=cfg.seed,
+                      drop_last=len(train_ds) > tc.batch_size)
+    val_dl = loader(PlainImages(val.pixels, val.split.labels, tc.img_size), tc.batch_size * 2, shuffle=False,
+                    workers=cfg.data.workers)
+    steps = min(len(train_dl), tc.max_steps_per_epoch or len(train_dl))
+    opt = adamw(params, tc.lr, tc.weight_decay)
+    return train_dl, val_dl, opt, cosine_schedule(opt, steps * tc.epochs, int(steps * tc.warmup_epochs))

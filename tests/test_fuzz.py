@@ -1,8 +1,6 @@
 """Property-based tests: the config loader and the label parser never crash with anything but a clear error."""
 import string
-from pathlib import Path
 
-import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from ..registry import Registry

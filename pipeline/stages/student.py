@@ -11,9 +11,9 @@ from .. import context as ctx
 from .. import teacher_cache as tcache
 from ..atomic import write_json
 from ..config import Config
-from ..data.datasets import Normalize, PlainImages, ViewImages, loader
+from ..data.datasets import Normalize, ViewImages
 from ..distill import Criterion
-from ..engine import Engine, adamw, cosine_schedule, device
+from ..engine import Engine, device
 from ..models import check_budget, create_student
 from ..models.teacher import teacher_from_checkpoint, teacher_outputs
 from ..predict import accuracy, predict_logits
@@ -88,12 +88,7 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
 
     ds = ViewImages(train.pixels, train.split.labels, views, sc.img_size, seed=cfg.seed,
                     teacher_size=teacher.img_size if teacher and teacher.online else None)
-    train_dl = loader(ds, sc.batch_size, shuffle=True, workers=cfg.data.workers, seed=cfg.seed,
-                      drop_last=len(ds) > sc.batch_size)
-    val_dl = loader(PlainImages(val.pixels, val.split.labels, sc.img_size), sc.batch_size * 2, shuffle=False, workers=cfg.data.workers)
-    steps = min(len(train_dl), sc.max_steps_per_epoch or len(train_dl))
-    opt = adamw(trainable.parameters(), sc.lr, sc.weight_decay)
-    sched = cosine_schedule(opt, steps * sc.epochs, int(steps * sc.warmup_epochs))
+    train_dl, val_dl, opt, sched = ctx.training_setup(cfg, sc, ds, val, trainable.parameters())
 
     def step(batch: Any) -> dict[str, torch.Tensor]:
         x, y = norm(batch[0].to(dev, non_blocking=True)), batch[1].to(dev)

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from .. import context as ctx
 from ..atomic import write_json
 from ..config import Config
-from ..data.datasets import AugmentedImages, Normalize, PlainImages, loader
-from ..engine import Engine, adamw, cosine_schedule, device
+from ..data.datasets import AugmentedImages, Normalize
+from ..engine import Engine, device
 from ..models import count_params
 from ..models.teacher import create_teacher, teacher_norm
 from ..predict import accuracy, predict_logits
@@ -31,12 +31,8 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     norm = Normalize(mean, std).to(dev)
     fwd = torch.compile(model) if tc.compile else model
 
-    train_dl = loader(AugmentedImages(train.pixels, train.split.labels, tc.img_size, tc.aug_scale_min, cfg.seed),
-                      tc.batch_size, shuffle=True, workers=cfg.data.workers, seed=cfg.seed, drop_last=len(train.pixels) > tc.batch_size)
-    val_dl = loader(PlainImages(val.pixels, val.split.labels, tc.img_size), tc.batch_size * 2, shuffle=False, workers=cfg.data.workers)
-    steps = min(len(train_dl), tc.max_steps_per_epoch or len(train_dl))
-    opt = adamw(model.parameters(), tc.lr, tc.weight_decay)
-    sched = cosine_schedule(opt, steps * tc.epochs, int(steps * tc.warmup_epochs))
+    ds = AugmentedImages(train.pixels, train.split.labels, tc.img_size, tc.aug_scale_min, cfg.seed)
+    train_dl, val_dl, opt, sched = ctx.training_setup(cfg, tc, ds, val, model.parameters())
 
     def step(batch: Any) -> dict[str, torch.Tensor]:
         x, y = norm(batch[0].to(dev, non_blocking=True)), batch[1].to(dev)
