@@ -102,3 +102,32 @@ def test_metrics_csv_and_best_checkpoint(tmp_path):
     best = torch.load(tmp_path / "best.pt", weights_only=False)
     assert best["best"] == max(r["val_acc"] for r in eng.history[: best["epoch"]])
     assert best["config"] == {"x": 1}
+
+
+def test_sigterm_during_a_cli_run_saves_and_says_how_to_resume(tmp_path, hw13):
+    """A real process: SIGTERM mid-training -> last.pt saved, exit 128+15, message with the resume command;
+    running the same command again resumes and finishes."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 60, "batch_size": 4})
+    cmd = [sys.executable, "-m", "pipeline", "student", "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "runs" / "tiny" / "student" / "metrics.csv"
+    deadline = time.time() + 120
+    while not metrics.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert metrics.exists(), proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "interrupted by signal" in err and "Resume with: python -m pipeline student --config" in err
+    state = torch.load(tmp_path / "runs" / "tiny" / "student" / "last.pt", weights_only=False)
+    assert 1 <= state["epoch"] < 60
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {tmp_path / 'runs' / 'tiny' / 'student' / 'last.pt'} at epoch {state['epoch']}" in done.stderr
+    assert len(metrics.read_text().splitlines()) == 1 + 60
