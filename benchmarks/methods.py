@@ -53,14 +53,14 @@ def main() -> None:
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
     epochs = args.epochs or cfg.student.epochs
     rows = [{"method": f"teacher ({summary['teacher']['name']})", "params": summary["teacher"]["params"],
-             "val_acc": summary["teacher"]["val_acc"], "train_wall_s": summary["teacher"].get("wall_s", "")}]
+             "val_acc": summary["teacher"]["val_acc"], "train_wall_s": summary["teacher"].get("train_s", "")}]
     for label, losses in METHODS.items():
         if args.only and label not in args.only:
             continue
         over = base + [f"student.dir={slug(label)}", f"student.epochs={epochs}",
                        "student.losses=" + json.dumps(losses)]
         res = run_stage("student", str(ROOT / args.config), over)
-        rows.append({"method": label, "params": res["params"], "val_acc": res["val_acc"], "train_wall_s": res["wall_s"],
+        rows.append({"method": label, "params": res["params"], "val_acc": res["val_acc"], "train_wall_s": res["train_s"],
                      "losses": " + ".join(f"{t['weight']:g}*{t['name']}" for t in losses)})
         print(f"{label:24s} val_acc={res['val_acc']:.4f} wall={res['wall_s']}s", flush=True)
     ce = next((r["val_acc"] for r in rows if r["method"] == "ce-only"), None)

@@ -82,7 +82,7 @@ def main() -> None:
     train = ctx.pixels(cfg, layout, "train")
     key = expected_key(cfg, train.key)
     cache = load_cache(cfg.run_dir / "cache", key, needed(cfg), f"make cache CONFIG={args.config}")
-    teacher, meta = teacher_from_checkpoint(cfg.run_dir / "teacher" / "best.pt")
+    teacher, meta = teacher_from_checkpoint(cfg.teacher_dir / "best.pt")
     S, s_size, t_size = cfg.data.image_size, cfg.student.img_size, meta["img_size"]
     labels, views = train.split.labels, cache.views
     rows, results = [], {"config": args.config, "threads": threads, "machine": platform.processor() or platform.machine(),

@@ -120,6 +120,8 @@ class Config(_Strict):
     name: str = ""
     seed: int = 0
     runs_dir: str = "runs"
+    teacher_from: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+                                        description="Use runs/<teacher_from>/teacher instead of training one (share a teacher across recipes)")
     submissions_dir: str = "submissions"
     data: DataConfig
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
@@ -135,6 +137,10 @@ class Config(_Strict):
     @property
     def run_dir(self) -> Path:
         return self.path(self.runs_dir) / self.name
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.path(self.runs_dir) / (self.teacher_from or self.name) / "teacher"
 
     @property
     def data_root(self) -> Path:
@@ -242,19 +248,41 @@ def _format_errors(err: ValidationError, src: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read YAML ``path``, apply ``key=value`` overrides, validate, and name the run after the file stem."""
-    path = Path(path)
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file; ``base: other.yaml`` (relative to this file) is read first and deep-merged under it."""
     src = str(path)
     if not path.is_file():
-        raise ConfigError(f"config file {src} not found (shipped configs: {', '.join(sorted(p.name for p in (REPO_ROOT / 'configs').glob('*.yaml')))})")
+        shipped = ", ".join(sorted(p.name for p in (REPO_ROOT / "configs").glob("*.yaml")))
+        raise ConfigError(f"config file {src} not found (shipped configs: {shipped})")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {src}: base: chain loops back to itself")
     try:
         raw = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {src} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {src} must be a YAML mapping of sections (data:, teacher:, ...)")
-    raw = copy.deepcopy(raw)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"config {src}: base must be a file name, e.g. base: food11-hw13.yaml")
+    return _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), raw)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read YAML ``path`` (and its ``base:``), apply ``key=value`` overrides, validate, and name the run
+    after the file stem."""
+    path = Path(path)
+    src = str(path)
+    raw = _read_yaml(path)
     for key, value in parse_overrides(overrides or []):
         _set_dotted(raw, key, value, src)
     raw.setdefault("name", path.stem)

@@ -88,3 +88,22 @@ def test_shipped_configs_are_valid():
     assert "demo.yaml" in names
     for p in root.glob("*.yaml"):
         load_config(p)
+
+
+def test_base_config_is_deep_merged(tmp_path):
+    (tmp_path / "base.yaml").write_text("data: {root: x, image_size: 64}\nstudent: {epochs: 5, lr: 1.0e-3}\n")
+    p = write(tmp_path, "base: base.yaml\nstudent: {epochs: 9}\n")
+    cfg = load_config(p)
+    assert (cfg.name, cfg.data.image_size, cfg.student.epochs, cfg.student.lr) == ("c", 64, 9, 1e-3)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(loop)
+
+
+def test_hw13_recipes_inherit_the_task():
+    root = Path(__file__).resolve().parent.parent / "configs"
+    simple, boss = load_config(root / "hw13-simple.yaml"), load_config(root / "hw13-boss.yaml")
+    assert simple.data.root == boss.data.root == "data/food11"
+    assert simple.student.effective_losses()[0].name == "ce" and len(simple.student.effective_losses()) == 1
+    assert {t.name for t in boss.student.losses} == {"ce", "dkd", "rkd", "fitnet"} and boss.submit.competition == "ml2023spring-hw13"

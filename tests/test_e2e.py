@@ -73,3 +73,18 @@ def test_config_typo_fails_before_training(tmp_path, hw13, capsys):
     assert main(["teacher", "--config", str(cfg), "teacher.epochz=3"]) == 2
     assert "teacher.epochz" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_recipe_can_share_another_runs_teacher(tmp_path, hw13, capsys):
+    cfg = tiny_config(tmp_path, hw13)
+    assert main(["teacher", "--config", str(cfg)]) == 0
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"base: tiny.yaml\nteacher_from: tiny\nstudent: {{epochs: 1}}\n")
+    for stage in ("teacher", "cache", "student"):
+        assert main([stage, "--config", str(recipe)]) == 0, capsys.readouterr().err
+    assert not (tmp_path / "runs" / "recipe" / "teacher" / "best.pt").exists()
+    assert (tmp_path / "runs" / "recipe" / "cache" / "manifest.json").is_file()
+    orphan = tmp_path / "orphan.yaml"
+    orphan.write_text("base: tiny.yaml\nteacher_from: nobody\n")
+    assert main(["teacher", "--config", str(orphan)]) == 2
+    assert "make teacher CONFIG=configs/nobody.yaml" in capsys.readouterr().err

@@ -31,7 +31,7 @@ def needed(cfg: Config, build: bool = False) -> dict[str, Any]:
 
 def expected_key(cfg: Config, pixel_key: str) -> dict[str, Any]:
     """The manifest key the cache of ``cfg`` must carry (raises if the teacher is not trained)."""
-    ck = cfg.run_dir / "teacher" / "best.pt"
+    ck = cfg.teacher_dir / "best.pt"
     if not ck.is_file():
         from ..models.teacher import TeacherError
 
@@ -61,7 +61,7 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     (out / "manifest.json").unlink(missing_ok=True)  # invalidate first: a crash below leaves no trusted cache
     remove_stale_temps(out)  # partial arrays of a run that was killed
     dev = device()
-    model, meta = teacher_from_checkpoint(cfg.run_dir / "teacher" / "best.pt")
+    model, meta = teacher_from_checkpoint(cfg.teacher_dir / "best.pt")
     model.to(dev)
     norm = Normalize(meta["mean"], meta["std"]).to(dev)
     fields, layer = need["stored"], need["feature_layer"]

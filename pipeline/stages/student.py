@@ -30,7 +30,7 @@ class TeacherSource:
         key, need = expected_key(cfg, pixel_key), needed(cfg)
         self.fields, self.layer = need["stored"], need["feature_layer"]
         if self.online:
-            self.model, meta = teacher_from_checkpoint(cfg.run_dir / "teacher" / "best.pt")
+            self.model, meta = teacher_from_checkpoint(cfg.teacher_dir / "best.pt")
             self.model.to(dev)
             self.norm = Normalize(meta["mean"], meta["std"]).to(dev)
             self.img_size = meta["img_size"]

@@ -1,6 +1,7 @@
 """``teacher`` stage: fine-tune a timm model on the task's images."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Optional
 
@@ -13,13 +14,22 @@ from ..config import Config
 from ..data.datasets import AugmentedImages, Normalize
 from ..engine import Engine, device
 from ..models import count_params
-from ..models.teacher import create_teacher, teacher_norm
+from ..models.teacher import TeacherError, create_teacher, teacher_norm
 from ..predict import accuracy, predict_logits
 
 
 def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     t0 = time.time()
     tc = cfg.teacher
+    if cfg.teacher_from:  # shared teacher: nothing to train here
+        done = cfg.teacher_dir / "done.json"
+        if not done.is_file():
+            raise TeacherError(f"teacher_from: {cfg.teacher_from}, but {done} does not exist; train it first: "
+                               f"make teacher CONFIG=configs/{cfg.teacher_from}.yaml")
+        result = {**json.loads(done.read_text()), "shared_from": cfg.teacher_from}
+        ctx.update_summary(cfg, "teacher", result)
+        write_json(cfg.run_dir / "teacher" / "done.json", result)
+        return result
     out = ctx.stage_dir(cfg, "teacher")
     layout = ctx.open_data(cfg)
     train, val = ctx.pixels(cfg, layout, "train"), ctx.pixels(cfg, layout, "val")
