@@ -47,7 +47,10 @@ def run_stage(stage: str, config: str, overrides: Sequence[str] = (), upload: bo
     from . import context as ctx
     from .stages import cache, export, params, report, student, submit, teacher
 
+    from . import dist
+
     cfg = load_config(config, list(overrides))
+    dist.init()
     ctx.setup_torch(cfg.seed)
     if stage == "all":
         out = {}

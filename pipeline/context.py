@@ -29,7 +29,10 @@ def setup_torch(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+        from . import dist
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // dist.world()))  # processes on one machine share its cores
 
 
 def open_data(cfg: Config) -> DataLayout:
@@ -46,10 +49,25 @@ def open_data(cfg: Config) -> DataLayout:
 
 
 def pixels(cfg: Config, layout: DataLayout, split: str) -> PixelCache:
-    """Decoded ``(N, S, S, 3)`` uint8 pixels of ``split`` (built once, then memory-mapped)."""
+    """Decoded ``(N, S, S, 3)`` uint8 pixels of ``split`` (built once by rank 0, then memory-mapped)."""
+    from . import dist
+
     workers = max(1, min(4, os.cpu_count() or 1))
-    return build_pixel_cache(layout.split(split), cfg.data.image_size, cfg.path(cfg.runs_dir) / "_pixels",
-                             skip_bad=cfg.data.skip_bad, workers=workers)
+
+    def build() -> PixelCache:
+        return build_pixel_cache(layout.split(split), cfg.data.image_size, cfg.path(cfg.runs_dir) / "_pixels",
+                                 skip_bad=cfg.data.skip_bad, workers=workers)
+
+    if dist.world() == 1:
+        return build()
+    if dist.is_main():
+        try:
+            out = build()
+        finally:
+            dist.barrier()
+        return out
+    dist.barrier()
+    return build()  # rank 0 built it: this loads the cache
 
 
 def stage_dir(cfg: Config, stage: str) -> Path:
@@ -57,6 +75,17 @@ def stage_dir(cfg: Config, stage: str) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     cfg.save(d / "config.yaml")
     return d
+
+
+def finish(cfg: Config, out: Path, section: Optional[str], result: dict[str, Any]) -> dict[str, Any]:
+    """Record a finished stage: ``summary.json`` section (if any) and ``<out>/done.json`` (rank 0 only)."""
+    from . import dist
+
+    if dist.is_main():
+        if section:
+            update_summary(cfg, section, result)
+        write_json(out / "done.json", result)
+    return result
 
 
 def update_summary(cfg: Config, section: str, values: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .atomic import write_text
+from . import dist
 from .checkpoint import CheckpointSaver, rng_state, set_rng_state
 from .progress import progress
 
@@ -188,6 +189,7 @@ class Engine:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            dist.average_gradients(self.module.parameters())
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
@@ -197,19 +199,23 @@ class Engine:
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             n_seen += 1
             if caught:
-                self.saver.save(self.state(), is_best=False)
+                if dist.is_main():
+                    self.saver.save(self.state(), is_best=False)
                 raise Interrupted(
                     f"interrupted by signal {caught[0]}: saved {self.saver.last} at epoch {self.epoch} batch {self.batch}. "
                     f"Resume with: {self.resume_cmd}", caught[0])
-        metrics = self.evaluate()
-        row = {"epoch": self.epoch + 1, **{f"train_{k}": v / max(1, n_seen) for k, v in sums.items()},
+        dist.broadcast_buffers(self.module)  # BatchNorm statistics from rank 0, as DDP does
+        metrics = dist.broadcast_object(self.evaluate())
+        row = {"epoch": self.epoch + 1, **{f"train_{k}": dist.mean_scalar(v / max(1, n_seen)) for k, v in sums.items()},
                **metrics, "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(time.time() - t0, 2)}
         self.history.append(row)
         score = metrics.get(self.metric, -math.inf)
         is_best = score > self.best
         self.best = max(self.best, score)
         self.epoch, self.batch = self.epoch + 1, 0
-        self.saver.save(self.state(), is_best=is_best)
-        self._write_metrics()
+        if dist.is_main():
+            self.saver.save(self.state(), is_best=is_best)
+            self._write_metrics()
+        dist.barrier()
         log.info("epoch %d/%d %s", self.epoch, self.epochs,
                  " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))

@@ -100,27 +100,35 @@ class Normalize(torch.nn.Module):
 
 
 class EpochShuffle(torch.utils.data.Sampler):
-    """A permutation seeded by ``(seed, epoch)``: resuming at epoch e replays epoch e's order."""
+    """A permutation seeded by ``(seed, epoch)``: resuming at epoch e replays epoch e's order.
 
-    def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0  # start: samples already seen (resume)
+    With ``world`` > 1 processes, rank ``r`` takes every ``world``-th index from ``r`` (the permutation
+    is padded by wrapping so every rank gets the same count)."""
+
+    def __init__(self, n: int, seed: int = 0, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0  # start: samples this rank already saw
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world)
 
     def __iter__(self):
         perm = np.random.default_rng((self.seed, self.epoch, 7)).permutation(self.n)
+        if self.world > 1:
+            perm = np.resize(perm, len(self) * self.world)[self.rank::self.world]
         return iter(perm[self.start:].tolist())
 
 
 def loader(ds: Dataset, batch_size: int, *, shuffle: bool, workers: int = 0, seed: int = 0,
            drop_last: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader with an epoch-seeded shuffle and pinned memory when CUDA is present."""
+    from .. import dist
+
     return torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, sampler=EpochShuffle(len(ds), seed) if shuffle else None,
+        ds, batch_size=batch_size, sampler=EpochShuffle(len(ds), seed, dist.rank(), dist.world()) if shuffle else None,
         num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
         # its own generator: making an iterator must not draw from the global RNG (exact resume)
         generator=torch.Generator().manual_seed(seed),

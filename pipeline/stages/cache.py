@@ -1,15 +1,19 @@
 """``cache`` stage: run the frozen teacher once over K recorded views of every training image."""
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
 from .. import context as ctx
+from .. import dist
 from .. import teacher_cache as tcache
-from ..atomic import remove_stale_temps, save_npy, sha256_file, write_json
+from ..atomic import remove_stale_temps, save_npy, sha256_file
 from ..config import Config
 from ..data.datasets import Normalize, PlainImages, ViewImages, loader
 from ..data.views import sample_views
@@ -17,6 +21,7 @@ from ..distill import teacher_fields
 from ..engine import device
 from ..losses import loss_inputs
 from ..models.teacher import teacher_from_checkpoint, teacher_outputs
+from ..predict import accuracy, predict_logits
 from ..progress import progress
 
 
@@ -55,11 +60,13 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     train, val = ctx.pixels(cfg, layout, "train"), ctx.pixels(cfg, layout, "val")
     key, need = expected_key(cfg, train.key), needed(cfg, build=True)
     if tcache.is_valid(out, key, need):
-        result = {"reused": True, "folder": str(out), "wall_s": round(time.time() - t0, 1)}
-        write_json(out / "done.json", result)
-        return result
-    (out / "manifest.json").unlink(missing_ok=True)  # invalidate first: a crash below leaves no trusted cache
-    remove_stale_temps(out)  # partial arrays of a run that was killed
+        return ctx.finish(cfg, out, None, {"reused": True, "folder": str(out), "wall_s": round(time.time() - t0, 1)})
+    if dist.is_main():
+        (out / "manifest.json").unlink(missing_ok=True)  # invalidate first: a crash below leaves no trusted cache
+        remove_stale_temps(out)  # partial arrays of a run that was killed
+        for d in out.glob(".shard*"):
+            shutil.rmtree(d, ignore_errors=True)
+    dist.barrier()
     dev = device()
     model, meta = teacher_from_checkpoint(cfg.teacher_dir / "best.pt")
     model.to(dev)
@@ -67,42 +74,67 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     fields, layer = need["stored"], need["feature_layer"]
     n, k, bs = len(train.pixels), cfg.cache.views, cfg.cache.batch_size
     views = views_for(cfg, n)
+    shapes = _shapes(model, norm, train.pixels, meta["img_size"], layer, n, k, fields, dev)
 
-    # probe shapes with one image
-    probe = norm(torch.from_numpy(np.array(train.pixels[:1])).to(dev))
-    probe = torch.nn.functional.interpolate(probe, size=(meta["img_size"],) * 2, mode="bilinear")
-    pl, pf, pm = teacher_outputs(model, probe, layer)
-    shapes = {"logits": (n, k, pl.shape[1]), "feat": (n, k, pf.shape[1])}
-    if pm is not None:
-        shapes["map"] = (n, k, *pm.shape[1:])
-    shapes = {f: s for f, s in shapes.items() if f in fields}
-    with tcache.write_array(out / "logits.npy", shapes["logits"], np.float32) as logits, \
-         _maybe(out, "feat", shapes, np.float16) as feat, _maybe(out, "map", shapes, np.float16) as fmap:
+    # rank r computes images r, r + world, ...; with one process its arrays are the cache itself
+    r, w = dist.rank(), dist.world()
+    mine = np.arange(r, n, w)
+    part = out if w == 1 else out / f".shard{r}"
+    local = {f: (len(mine), *s[1:]) for f, s in shapes.items()}
+    with tcache.write_array(part / "logits.npy", local["logits"], np.float32) as logits, \
+         _maybe(part, "feat", local, np.float16) as feat, _maybe(part, "map", local, np.float16) as fmap:
         for v in range(k):
-            dl = loader(ViewImages(train.pixels, train.split.labels, views, meta["img_size"], fixed_view=v),
-                        bs, shuffle=False, workers=cfg.data.workers)
+            ds = Subset(ViewImages(train.pixels, train.split.labels, views, meta["img_size"], fixed_view=v), mine.tolist())
+            dl = loader(ds, bs, shuffle=False, workers=cfg.data.workers)
             for x, _, idx, _ in progress(dl, f"cache view {v + 1}/{k}"):
                 lo, fe, ma = teacher_outputs(model, norm(x.to(dev)), layer)
-                i = idx.numpy()
+                i = idx.numpy() // w  # row in this rank's part
                 logits[i, v] = lo.float().cpu().numpy()
                 if feat is not None:
                     feat[i, v] = fe.cpu().numpy().astype(np.float16)
                 if fmap is not None and ma is not None:
                     fmap[i, v] = ma.cpu().numpy().astype(np.float16)
-    save_npy(out / "views.npy", views)
-    vdl = loader(PlainImages(val.pixels, val.split.labels, meta["img_size"]), bs, shuffle=False, workers=cfg.data.workers)
-    from ..predict import accuracy, predict_logits
-
-    val_logits = predict_logits(model, vdl, norm, dev)
-    save_npy(out / "val_logits.npy", val_logits)
-    all_shapes = {**{f: list(s) for f, s in shapes.items()}, "views": list(views.shape), "val_logits": list(val_logits.shape)}
-    tcache.write_manifest(out, key, need, all_shapes, [str(f) for f in train.split.files],
-                          {"teacher": meta["arch"], "teacher_val_acc": accuracy(val_logits, val.split.labels)})
-    result = {"reused": False, "folder": str(out), "images": n, "views": k, "stored": fields,
-              "teacher_val_acc": accuracy(val_logits, val.split.labels), "wall_s": round(time.time() - t0, 1)}
-    ctx.update_summary(cfg, "cache", result)
-    write_json(out / "done.json", result)
+    if w > 1:
+        dist.barrier()
+        if dist.is_main():
+            _gather_parts(out, shapes, w)
+    result: dict[str, Any] = {"reused": False, "folder": str(out), "images": n, "views": k, "stored": fields, "processes": w}
+    if dist.is_main():
+        save_npy(out / "views.npy", views)
+        vdl = loader(PlainImages(val.pixels, val.split.labels, meta["img_size"]), bs, shuffle=False, workers=cfg.data.workers)
+        val_logits = predict_logits(model, vdl, norm, dev)
+        save_npy(out / "val_logits.npy", val_logits)
+        all_shapes = {**{f: list(s) for f, s in shapes.items()}, "views": list(views.shape), "val_logits": list(val_logits.shape)}
+        result["teacher_val_acc"] = accuracy(val_logits, val.split.labels)
+        tcache.write_manifest(out, key, need, all_shapes, [str(f) for f in train.split.files],
+                              {"teacher": meta["arch"], "teacher_val_acc": result["teacher_val_acc"]})
+    result["wall_s"] = round(time.time() - t0, 1)
+    ctx.finish(cfg, out, "cache", result)
+    dist.barrier()
     return result
+
+
+def _shapes(model: Any, norm: Any, pixels: np.ndarray, size: int, layer: Optional[int], n: int, k: int,
+            fields: list[str], dev: torch.device) -> dict[str, tuple[int, ...]]:
+    """Full cache array shapes, probed with one image."""
+    probe = norm(torch.from_numpy(np.array(pixels[:1])).to(dev))
+    probe = torch.nn.functional.interpolate(probe, size=(size, size), mode="bilinear")
+    pl, pf, pm = teacher_outputs(model, probe, layer)
+    shapes = {"logits": (n, k, pl.shape[1]), "feat": (n, k, pf.shape[1])}
+    if pm is not None:
+        shapes["map"] = (n, k, *pm.shape[1:])
+    return {f: s for f, s in shapes.items() if f in fields}
+
+
+def _gather_parts(out: Path, shapes: dict[str, tuple[int, ...]], w: int) -> None:
+    """Interleave the ranks' parts (rank r holds rows r, r + w, ...) into the cache arrays."""
+    for f, shape in shapes.items():
+        dtype = np.float32 if f == "logits" else np.float16
+        with tcache.write_array(out / f"{f}.npy", shape, dtype) as dst:
+            for r in range(w):
+                dst[r::w] = np.load(out / f".shard{r}" / f"{f}.npy", mmap_mode="r")
+    for r in range(w):
+        shutil.rmtree(out / f".shard{r}", ignore_errors=True)
 
 
 class _maybe:

@@ -9,7 +9,6 @@ from torch import nn
 
 from .. import context as ctx
 from .. import teacher_cache as tcache
-from ..atomic import write_json
 from ..config import Config
 from ..data.datasets import Normalize, ViewImages
 from ..distill import Criterion
@@ -123,6 +122,4 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
               "losses": [t.model_dump() for t in terms], "teacher_mode": sc.teacher_mode if uses_teacher else "none",
               "epochs": len(history), "train_s": round(sum(h["epoch_s"] for h in history), 1),
               "wall_s": round(time.time() - t0, 1), "checkpoint": str(engine.saver.best)}
-    ctx.update_summary(cfg, "student" if sc.dir == "student" else f"student:{sc.dir}", result)
-    write_json(out / "done.json", result)
-    return result
+    return ctx.finish(cfg, out, "student" if sc.dir == "student" else f"student:{sc.dir}", result)

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from .. import context as ctx
-from ..atomic import write_json
 from ..config import Config
 from ..data.datasets import AugmentedImages, Normalize
 from ..engine import Engine, device
@@ -27,9 +26,7 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
             raise TeacherError(f"teacher_from: {cfg.teacher_from}, but {done} does not exist; train it first: "
                                f"make teacher CONFIG=configs/{cfg.teacher_from}.yaml")
         result = {**json.loads(done.read_text()), "shared_from": cfg.teacher_from}
-        ctx.update_summary(cfg, "teacher", result)
-        write_json(cfg.run_dir / "teacher" / "done.json", result)
-        return result
+        return ctx.finish(cfg, cfg.run_dir / "teacher", "teacher", result)
     out = ctx.stage_dir(cfg, "teacher")
     layout = ctx.open_data(cfg)
     train, val = ctx.pixels(cfg, layout, "train"), ctx.pixels(cfg, layout, "val")
@@ -65,6 +62,4 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     result = {"name": tc.model, "params": count_params(model), "val_acc": max(h["val_acc"] for h in history),
               "epochs": len(history), "train_s": round(sum(h["epoch_s"] for h in history), 1),
               "wall_s": round(time.time() - t0, 1), "checkpoint": str(engine.saver.best)}
-    ctx.update_summary(cfg, "teacher", result)
-    write_json(out / "done.json", result)
-    return result
+    return ctx.finish(cfg, out, "teacher", result)
