@@ -148,7 +148,38 @@ def main() -> None:
                          "ratio": lat[f"torch_b{b}_ms"] / lat[f"ort_b{b}_ms"]})
     results["latency"] = lat
 
-    # 4. MACs of every registered student
+    # 4. torch.compile and channels_last for the student's training step (kept only where they pay)
+    def step_time(model, fmt) -> float:
+        opt_ = torch.optim.AdamW(model.parameters(), 1e-3)
+        x = torch.randn(bs, 3, s_size, s_size).to(memory_format=fmt)
+        y = torch.randint(0, layout.num_classes, (bs,))
+
+        def one():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt_.zero_grad()
+            loss.backward()
+            opt_.step()
+        return median_time(one, 10, warmup=3)
+
+    variants = {}
+    st, _, _ = fresh()
+    variants["eager"] = step_time(st, torch.contiguous_format)
+    st, _, _ = fresh()
+    variants["eager channels_last"] = step_time(st.to(memory_format=torch.channels_last), torch.channels_last)
+    try:
+        st, _, _ = fresh()
+        t = time.perf_counter()
+        compiled = torch.compile(st)
+        variants["torch.compile"] = step_time(compiled, torch.contiguous_format)
+        results["compile_warmup_s"] = time.perf_counter() - t
+    except Exception as exc:  # noqa: BLE001 - no compiler toolchain, unsupported op, ...
+        results["compile_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    results["train_step_ms"] = {k: 1000 * v for k, v in variants.items()}
+    for k, v in variants.items():
+        rows.append({"measure": f"student train step, batch {bs}, ms (median of 10)", "baseline": f"eager: {1000 * variants['eager']:.1f}",
+                     "cached": f"{k}: {1000 * v:.1f}", "ratio": variants["eager"] / v})
+
+    # 5. MACs of every registered student
     from torch.utils.flop_counter import FlopCounterMode
 
     macs = []

@@ -88,3 +88,25 @@ def test_a_recipe_can_share_another_runs_teacher(tmp_path, hw13, capsys):
     orphan.write_text("base: tiny.yaml\nteacher_from: nobody\n")
     assert main(["teacher", "--config", str(orphan)]) == 2
     assert "make teacher CONFIG=configs/nobody.yaml" in capsys.readouterr().err
+
+
+def test_compare_prints_a_table_of_runs(tmp_path, hw13, capsys):
+    cfg = tiny_config(tmp_path, hw13, student={"epochs": 1})
+    for stage in ("teacher", "cache", "student"):
+        assert main([stage, "--config", str(cfg)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "runs" / "tiny"), str(tmp_path / "nothing")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| run | teacher | teacher acc | student | params")
+    assert out[2].startswith("| tiny | test_efficientnet | ") and "| dwsep |" in out[2]
+    assert "(no summary.json)" in out[3]
+
+
+def test_submit_without_evaluation_folder_is_explained(tmp_path, hw13, capsys):
+    import shutil
+
+    cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 1})
+    assert main(["student", "--config", str(cfg)]) == 0
+    shutil.rmtree(hw13 / "evaluation")
+    assert main(["submit", "--config", str(cfg)]) == 2
+    assert "no evaluation/ (or test/) folder" in capsys.readouterr().err

@@ -88,7 +88,9 @@ class ViewImages(_Epoch):
 
 
 class Normalize(torch.nn.Module):
-    """uint8 (B, H, W, 3) -> float (B, 3, H, W), ``(x/255 - mean) / std``."""
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W), ``(x/255 - mean) / std``.
+
+    The result keeps the NHWC memory order (it is a permuted view), i.e. it is already ``channels_last``."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
