@@ -56,13 +56,6 @@ class TeacherSource:
         return out
 
 
-def build_student(cfg: Config, num_classes: int) -> nn.Module:
-    """Create the configured student and pass it through the parameter-count gate."""
-    model = create_student(cfg.student.model, num_classes, **cfg.student.kwargs)
-    check_budget(model, cfg.student.budget, f"student {cfg.student.model!r}")
-    return model
-
-
 def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     t0 = time.time()
     sc = cfg.student
@@ -70,8 +63,9 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     layout = ctx.open_data(cfg)
     train, val = ctx.pixels(cfg, layout, "train"), ctx.pixels(cfg, layout, "val")
     dev = device()
-    student = build_student(cfg, layout.num_classes).to(dev)
-    params = check_budget(student, sc.budget)
+    student = create_student(sc.model, layout.num_classes, **sc.kwargs)
+    params = check_budget(student, sc.budget, f"student {sc.model!r}")  # the gate: before any training
+    student.to(dev)
     terms = sc.effective_losses()
     uses_teacher = any(t.name != "ce" for t in terms)
     teacher = TeacherSource(cfg, train.key, len(train.pixels), ctx.cmd("cache", cfg, config_path), dev) if uses_teacher else None
