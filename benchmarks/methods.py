@@ -31,6 +31,7 @@ METHODS: dict[str, list[dict]] = {
     "dm": [CE, {"name": "dm", "weight": 10.0}],
     "at": [CE, {"name": "at", "weight": 100.0}],
     "kd + rkd": [CE3, KD, {"name": "rkd", "weight": 1.0}],
+    "kd + fitnet": [CE3, KD, {"name": "fitnet", "weight": 1.0}],
 }
 
 
