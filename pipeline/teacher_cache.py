@@ -28,6 +28,7 @@ from .atomic import atomic_path, sha256_json, write_json
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 FIELDS = ("logits", "feat", "map")
+DTYPES = {"logits": np.float32, "feat": np.float16, "map": np.float16}  # storage type of each cached array
 
 
 class StaleCacheError(RuntimeError):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from contextlib import nullcontext
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -81,8 +82,10 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     mine = np.arange(r, n, w)
     part = out if w == 1 else out / f".shard{r}"
     local = {f: (len(mine), *s[1:]) for f, s in shapes.items()}
-    with tcache.write_array(part / "logits.npy", local["logits"], np.float32) as logits, \
-         _maybe(part, "feat", local, np.float16) as feat, _maybe(part, "map", local, np.float16) as fmap:
+    def array(name: str) -> Any:  # the part's array for ``name``, or None when it is not stored
+        return tcache.write_array(part / f"{name}.npy", local[name], tcache.DTYPES[name]) if name in local else nullcontext()
+
+    with array("logits") as logits, array("feat") as feat, array("map") as fmap:
         for v in range(k):
             ds = Subset(ViewImages(train.pixels, train.split.labels, views, meta["img_size"], fixed_view=v), mine.tolist())
             dl = loader(ds, bs, shuffle=False, workers=cfg.data.workers)
@@ -91,9 +94,9 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
                 i = idx.numpy() // w  # row in this rank's part
                 logits[i, v] = lo.float().cpu().numpy()
                 if feat is not None:
-                    feat[i, v] = fe.cpu().numpy().astype(np.float16)
+                    feat[i, v] = fe.cpu().numpy()
                 if fmap is not None and ma is not None:
-                    fmap[i, v] = ma.cpu().numpy().astype(np.float16)
+                    fmap[i, v] = ma.cpu().numpy()
     if w > 1:
         dist.barrier()
         if dist.is_main():
@@ -129,22 +132,8 @@ def _shapes(model: Any, norm: Any, pixels: np.ndarray, size: int, layer: Optiona
 def _gather_parts(out: Path, shapes: dict[str, tuple[int, ...]], w: int) -> None:
     """Interleave the ranks' parts (rank r holds rows r, r + w, ...) into the cache arrays."""
     for f, shape in shapes.items():
-        dtype = np.float32 if f == "logits" else np.float16
-        with tcache.write_array(out / f"{f}.npy", shape, dtype) as dst:
+        with tcache.write_array(out / f"{f}.npy", shape, tcache.DTYPES[f]) as dst:
             for r in range(w):
                 dst[r::w] = np.load(out / f".shard{r}" / f"{f}.npy", mmap_mode="r")
     for r in range(w):
         shutil.rmtree(out / f".shard{r}", ignore_errors=True)
-
-
-class _maybe:
-    """``write_array`` when ``name`` is stored, else a no-op context yielding None."""
-
-    def __init__(self, out: Any, name: str, shapes: dict, dtype: Any):
-        self.cm = tcache.write_array(out / f"{name}.npy", shapes[name], dtype) if name in shapes else None
-
-    def __enter__(self) -> Optional[np.ndarray]:
-        return self.cm.__enter__() if self.cm else None
-
-    def __exit__(self, *exc: Any) -> Any:
-        return self.cm.__exit__(*exc) if self.cm else None

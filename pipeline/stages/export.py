@@ -12,7 +12,7 @@ from ..atomic import write_json
 from ..config import Config
 from ..data.datasets import Normalize, PlainImages, loader
 from ..export import export_onnx, ort_session, parity, quantize_int8
-from ..predict import accuracy, predict_logits
+from ..predict import accuracy
 from .submit import load_student
 
 
@@ -28,7 +28,8 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     dl = loader(PlainImages(val.pixels, val.split.labels, size), 64, shuffle=False)
     x = torch.cat([norm(b[0]) for b in dl])
     max_diff = parity(model, onnx_path, x[:256])
-    torch_acc = accuracy(predict_logits(model, dl, norm, torch.device("cpu")), val.split.labels)
+    with torch.inference_mode():
+        torch_acc = accuracy(model.eval()(x).numpy(), val.split.labels)
 
     def ort_acc(path: Any) -> float:
         sess = ort_session(path)
