@@ -78,6 +78,8 @@ class CacheConfig(_Strict):
     feature_layer: Optional[int] = Field(None, description="timm feature index cached for map losses (fitnet, at)")
     store: list[Literal["feat", "map"]] = Field(default_factory=list, description="Also cache these, whatever the losses need")
     batch_size: int = Field(128, ge=1)
+    unlabeled: bool = Field(False, description="Also distil on the unlabelled evaluation images: the teacher's "
+                            "outputs on their views join the cache; CE skips them (their labels are never known)")
 
 
 class StudentConfig(TrainConfig):

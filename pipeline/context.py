@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,7 +14,8 @@ import torch
 
 from .atomic import write_json
 from .config import Config
-from .data import DataLayout, PixelCache, build_pixel_cache, discover
+from .data import DataLayout, LayoutError, PixelCache, build_pixel_cache, discover
+from .data.pixels import StackedPixels
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -68,6 +70,38 @@ def pixels(cfg: Config, layout: DataLayout, split: str) -> PixelCache:
         return out
     dist.barrier()
     return build()  # rank 0 built it: this loads the cache
+
+
+@dataclass
+class DistillSet:
+    """The images the student is distilled on: the training split, then (``cache.unlabeled``) the
+    evaluation images with label -1. ``pixels`` is (N, S, S, 3) uint8, ``labels`` (N,) int64."""
+
+    pixels: Any
+    labels: np.ndarray
+    files: list[str]
+    pixel_key: str
+    unlabeled_key: Optional[str]  # pixel key of the unlabelled images, None without them
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+
+def distill_set(cfg: Config, layout: DataLayout, train: PixelCache, unlabeled: Optional[bool] = None) -> DistillSet:
+    """Training pixels, plus the unlabelled evaluation images when ``unlabeled`` (default ``cache.unlabeled``)."""
+    files = [str(f) for f in train.split.files]
+    labels = np.asarray(train.split.labels, dtype=np.int64)
+    if not (cfg.cache.unlabeled if unlabeled is None else unlabeled):
+        return DistillSet(train.pixels, labels, files, train.key, None)
+    try:
+        layout.split("test")
+    except LayoutError as exc:
+        raise LayoutError(f"cache.unlabeled: true needs the unlabelled evaluation images: {exc}; "
+                          "add them or set cache.unlabeled: false") from None
+    test = pixels(cfg, layout, "test")
+    return DistillSet(StackedPixels([train.pixels, test.pixels]),
+                      np.concatenate([labels, np.full(len(test.pixels), -1, dtype=np.int64)]),
+                      files + [str(f) for f in test.split.files], train.key, test.key)
 
 
 def stage_dir(cfg: Config, stage: str) -> Path:

@@ -36,13 +36,17 @@ class StaleCacheError(RuntimeError):
 
 
 def cache_key(*, teacher_sha256: str, pixel_key: str, img_size: int, mean: Any, std: Any, views: int,
-              scale_min: float, seed: int) -> dict[str, Any]:
-    """Everything a cache's values depend on; a student expects exactly this dict in the manifest."""
-    return {
+              scale_min: float, seed: int, unlabeled_key: Optional[str] = None) -> dict[str, Any]:
+    """Everything a cache's values depend on; a student expects exactly this dict in the manifest.
+    ``unlabeled_key`` (pixel key of unlabelled images appended to the training rows) is absent without them."""
+    key = {
         "format": FORMAT_VERSION, "teacher_sha256": teacher_sha256, "pixel_key": pixel_key,
         "transform": {"img_size": img_size, "mean": list(mean), "std": list(std), "views": views,
                       "scale_min": scale_min, "seed": seed},
     }
+    if unlabeled_key is not None:
+        key["unlabeled_key"] = unlabeled_key
+    return key
 
 
 def content_problem(man: dict[str, Any], need: dict[str, Any]) -> Optional[str]:

@@ -103,3 +103,32 @@ def test_cache_for_other_losses_is_refused_then_superset_accepted(built, capsys)
     cfg2, key2, need2 = _key(built, "student.losses=[{name: fitnet}]", "cache.feature_layer=3")
     with pytest.raises(StaleCacheError, match="from layer 2.*asks for 3"):
         load_cache(cfg2.run_dir / "cache", key2, need2, "rebuild")
+
+
+def test_unlabelled_images_join_the_cache_after_the_training_rows(built, capsys):
+    cfg, key, need = _key(built)
+    before = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
+    logits, views = np.array(before.logits), np.array(before.views)
+    assert main(["student", "--config", str(built), "cache.unlabeled=true"]) == 2
+    assert "unlabeled_key" in capsys.readouterr().err  # the cache without them is refused
+    assert main(["cache", "--config", str(built), "cache.unlabeled=true"]) == 0
+    n, n_eval = len(open_data(cfg).train), len(open_data(cfg).test)
+    man = json.loads((cfg.run_dir / "cache" / "manifest.json").read_text())
+    assert man["shapes"]["logits"] == [n + n_eval, 2, 3] and len(man["files"]) == n + n_eval
+    assert man["files"][n].endswith("evaluation/0000.jpg") and "unlabeled_key" in man["key"]
+    after = np.load(cfg.run_dir / "cache" / "logits.npy")
+    np.testing.assert_allclose(after[:n], logits, atol=1e-5)  # the training rows and their views are unchanged
+    np.testing.assert_array_equal(np.load(cfg.run_dir / "cache" / "views.npy")[:n], views)
+    assert main(["student", "--config", str(built), "cache.unlabeled=true"]) == 0
+    # CE-only students ignore them (no teacher targets to learn from), so they need no cache at all
+    assert main(["student", "--config", str(built), "cache.unlabeled=true", "student.losses=[{name: ce}]",
+                 "student.dir=ce"]) == 0
+
+
+def test_unlabelled_images_need_an_evaluation_folder(built, capsys):
+    import shutil
+
+    shutil.rmtree(load_config(built).data_root / "evaluation")
+    assert main(["cache", "--config", str(built), "cache.unlabeled=true"]) != 0
+    err = capsys.readouterr().err
+    assert "cache.unlabeled" in err and "evaluation" in err

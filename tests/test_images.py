@@ -83,3 +83,34 @@ def test_half_written_pixel_cache_is_rebuilt(tmp_path, hw13):
         fh.truncate(100)  # simulate a crash that cut the file
     again = pixels(cfg, lay, "train")
     assert np.array_equal(np.asarray(again.pixels), ref)
+
+
+def test_pixel_key_follows_content_not_paths_or_mtimes(tmp_path, hw13):
+    import os
+    import shutil
+
+    cfg = load_config(tiny_config(tmp_path, hw13))
+    key = pixels(cfg, open_data(cfg), "train").key
+    copy = tmp_path / "copy" / "data"
+    shutil.copytree(hw13, copy)  # a re-provisioned data set: new paths, new mtimes, same bytes
+    for f in (copy / "training").iterdir():
+        os.utime(f, (1, 1))
+    moved = load_config(tiny_config(tmp_path, copy))
+    assert pixels(moved, open_data(moved), "train").key == key
+    f = copy / "training" / "0_0.jpg"
+    f.write_bytes(f.read_bytes() + b"\0")  # one changed byte: a different data set
+    assert pixels(moved, open_data(moved), "train").key != key
+
+
+def test_stacked_pixels_read_rows_across_parts():
+    from pipeline.data.pixels import StackedPixels
+
+    a, b = np.zeros((2, 4, 4, 3), np.uint8), np.ones((3, 4, 4, 3), np.uint8)
+    s = StackedPixels([a, b])
+    assert len(s) == 5 and s.shape == (5, 4, 4, 3)
+    assert s[1].max() == 0 and s[2].min() == 1 and s[-1].min() == 1
+    assert s[1:3].shape == (2, 4, 4, 3) and s[1:3][1].min() == 1
+    with pytest.raises(IndexError):
+        s[5]
+    with pytest.raises(ValueError, match="image shape"):
+        StackedPixels([a, np.zeros((1, 5, 5, 3), np.uint8)])

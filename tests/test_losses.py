@@ -46,6 +46,36 @@ def test_ce_uniform_logits_is_log_c():
     assert out.item() == pytest.approx(math.log(4))
 
 
+UNLABELLED = torch.tensor([0, -1, 2, -1, 4, 0])  # -1: an unlabelled image (cache.unlabeled)
+
+
+@pytest.mark.parametrize("name", [n for n in LOSSES.names() if "target" in loss_inputs(n)])
+def test_unlabelled_rows_give_finite_loss_and_gradient(name):
+    for target in (UNLABELLED, torch.full((B,), -1)):
+        kw = args_for(name, target=target)
+        out = LOSSES.get(name)(**kw)
+        assert out.ndim == 0 and torch.isfinite(out)
+        out.backward()
+        assert torch.isfinite(kw["logits_s"].grad).all()
+
+
+def test_ce_skips_unlabelled_rows():
+    keep = UNLABELLED >= 0
+    got = LOSSES.get("ce")(logits_s=FIXED["logits_s"], target=UNLABELLED)
+    want = LOSSES.get("ce")(logits_s=FIXED["logits_s"][keep], target=UNLABELLED[keep])
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    assert LOSSES.get("ce")(logits_s=FIXED["logits_s"], target=torch.full((B,), -1)).item() == 0.0
+
+
+def test_dkd_decouples_unlabelled_rows_at_the_teachers_top_class():
+    top = FIXED["logits_t"].argmax(-1)
+    filled = torch.where(UNLABELLED < 0, top, UNLABELLED)
+    a = LOSSES.get("dkd")(logits_s=FIXED["logits_s"], logits_t=FIXED["logits_t"], target=UNLABELLED)
+    b = LOSSES.get("dkd")(logits_s=FIXED["logits_s"], logits_t=FIXED["logits_t"], target=filled)
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+    assert not torch.equal(filled, UNLABELLED.clamp_min(0))  # the test exercises a real substitution
+
+
 def test_kd_matches_hand_formula():
     s, t = FIXED["logits_s"].numpy(), FIXED["logits_t"].numpy()
     T = 4.0

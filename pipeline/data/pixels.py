@@ -1,17 +1,18 @@
 """Decoded-pixel cache: every image decoded and resized once into a uint8 memmap.
 
 ``runs/_pixels/<key>/<split>.u8`` holds ``(N, S, S, 3)`` uint8; ``<split>.json`` is its manifest
-(files, sizes, mtimes, S). The key hashes the file list and stats, so a changed data folder gets a
-new cache; a manifest that does not match its array (a half-written cache) is rebuilt.
+(files, S). The key hashes every file's name and bytes, so a changed data folder gets a new cache
+while a copy of the same data (new paths, new mtimes) reuses it; a manifest that does not match its array (a half-written cache) is rebuilt.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
@@ -44,14 +45,20 @@ def _decode(args: tuple[str, int]) -> tuple[Optional[np.ndarray], str]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (streamed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def split_key(split: Split, size: int) -> str:
-    """Hash of the split's files (last three path parts, size, mtime) and the size: moving the data
-    folder keeps the key, changing, adding or removing a file changes it."""
-    stats = []
-    for f in split.files:
-        st = os.stat(f)
-        stats.append(("/".join(Path(f).parts[-3:]), st.st_size, st.st_mtime_ns))
-    return sha256_json({"v": FORMAT_VERSION, "size": size, "files": stats})
+    """Hash of the split's files (last three path parts and content) and the size: moving or
+    re-copying the data folder keeps the key; changing, adding or removing a file changes it."""
+    files = [("/".join(Path(f).parts[-3:]), file_digest(Path(f))) for f in split.files]
+    return sha256_json({"v": FORMAT_VERSION + 1, "size": size, "files": files})
 
 
 @dataclass
@@ -65,6 +72,32 @@ class PixelCache:
     @property
     def size(self) -> int:
         return int(self.pixels.shape[1])
+
+
+class StackedPixels:
+    """Rows of several ``(N_i, S, S, 3)`` arrays read as one ``(sum N_i, S, S, 3)`` array, without copying
+    (e.g. the training images followed by the unlabelled evaluation images)."""
+
+    def __init__(self, parts: list[np.ndarray]):
+        if len({p.shape[1:] for p in parts}) != 1:
+            raise ValueError(f"stacked pixel arrays differ in image shape: {[p.shape for p in parts]}")
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        self.shape = (int(self.offsets[-1]), *parts[0].shape[1:])
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: Union[int, slice]) -> np.ndarray:
+        if isinstance(i, slice):
+            rows = [self[j] for j in range(*i.indices(len(self)))]
+            return np.stack(rows) if rows else np.empty((0, *self.shape[1:]), self.dtype)
+        i = int(i) + (len(self) if int(i) < 0 else 0)
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} out of range for {len(self)} images")
+        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return self.parts[k][i - self.offsets[k]]
 
 
 def _load(folder: Path, name: str, key: str, split: Split) -> Optional[PixelCache]:

@@ -8,7 +8,7 @@ name       shape                 meaning
 ========== ===================== ==============================================
 logits_s   (B, C)                student logits
 logits_t   (B, C)                teacher logits
-target     (B,) int64            labels
+target     (B,) int64            labels (-1: unlabelled image, skipped by CE)
 feat_s     (B, D)                student embedding (projected to D when the loss
                                  is registered with ``project="feat"``)
 feat_t     (B, D)                teacher pooled features

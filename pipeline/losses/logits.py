@@ -22,8 +22,10 @@ def _prep(logits_s: Tensor, logits_t: Tensor, standardize: bool) -> tuple[Tensor
 
 @LOSSES.register("ce")
 def ce(*, logits_s: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy with the labels: (B, C), (B,) -> scalar."""
-    return F.cross_entropy(logits_s, target, label_smoothing=label_smoothing)
+    """Cross-entropy with the labels: (B, C), (B,) -> scalar, averaged over labelled rows; rows with
+    target -1 (unlabelled images) are skipped, and a batch without labels gives 0."""
+    total = F.cross_entropy(logits_s, target, ignore_index=-1, reduction="sum", label_smoothing=label_smoothing)
+    return total / (target >= 0).sum().clamp_min(1)
 
 
 @LOSSES.register("kd")
@@ -40,7 +42,9 @@ def dkd(*, logits_s: Tensor, logits_t: Tensor, target: Tensor, alpha: float = 1.
     """Decoupled KD (Zhao et al., CVPR 2022): ``alpha * TCKD + beta * NCKD``.
 
     TCKD is the KL between binary (target, rest) distributions; NCKD the KL among non-target classes.
+    Unlabelled rows (target -1) are decoupled at the teacher's top class.
     """
+    target = torch.where(target < 0, logits_t.argmax(-1), target)
     s, t = _prep(logits_s, logits_t, standardize)
     T = temperature
     gt = F.one_hot(target, s.shape[-1]).bool()

@@ -1,4 +1,5 @@
-"""``cache`` stage: run the frozen teacher once over K recorded views of every training image."""
+"""``cache`` stage: run the frozen teacher once over K recorded views of every training image
+(and of the unlabelled evaluation images with ``cache.unlabeled``)."""
 from __future__ import annotations
 
 import shutil
@@ -35,7 +36,7 @@ def needed(cfg: Config, build: bool = False) -> dict[str, Any]:
     return {"stored": sorted(fields), "feature_layer": cfg.cache.feature_layer if "map" in fields else None}
 
 
-def expected_key(cfg: Config, pixel_key: str) -> dict[str, Any]:
+def expected_key(cfg: Config, pixel_key: str, unlabeled_key: Optional[str] = None) -> dict[str, Any]:
     """The manifest key the cache of ``cfg`` must carry (raises if the teacher is not trained)."""
     ck = cfg.teacher_dir / "best.pt"
     if not ck.is_file():
@@ -45,11 +46,13 @@ def expected_key(cfg: Config, pixel_key: str) -> dict[str, Any]:
     meta = torch.load(ck, map_location="cpu", weights_only=False)
     return tcache.cache_key(
         teacher_sha256=sha256_file(ck), pixel_key=pixel_key, img_size=cfg.teacher.img_size,
-        mean=meta["mean"], std=meta["std"], views=cfg.cache.views, scale_min=cfg.cache.scale_min, seed=cfg.seed)
+        mean=meta["mean"], std=meta["std"], views=cfg.cache.views, scale_min=cfg.cache.scale_min, seed=cfg.seed,
+        unlabeled_key=unlabeled_key)
 
 
 def views_for(cfg: Config, n: int) -> np.ndarray:
-    """The (N, K, 5) views of the training set: the same for the cache and an online teacher."""
+    """The (N, K, 5) views of the N distillation images: the same for the cache and an online teacher
+    (rows are drawn in order, so the training images' views do not change when unlabelled ones follow)."""
     return sample_views(n, cfg.cache.views, cfg.data.image_size, cfg.cache.scale_min, np.random.default_rng((cfg.seed, 11)))
 
 
@@ -59,7 +62,8 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     out = ctx.stage_dir(cfg, "cache")
     layout = ctx.open_data(cfg)
     train, val = ctx.pixels(cfg, layout, "train"), ctx.pixels(cfg, layout, "val")
-    key, need = expected_key(cfg, train.key), needed(cfg, build=True)
+    images = ctx.distill_set(cfg, layout, train)
+    key, need = expected_key(cfg, images.pixel_key, images.unlabeled_key), needed(cfg, build=True)
     if tcache.is_valid(out, key, need):
         return ctx.finish(cfg, out, None, {"reused": True, "folder": str(out), "wall_s": round(time.time() - t0, 1)})
     if dist.is_main():
@@ -73,9 +77,9 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     model.to(dev)
     norm = Normalize(meta["mean"], meta["std"]).to(dev)
     fields, layer = need["stored"], need["feature_layer"]
-    n, k, bs = len(train.pixels), cfg.cache.views, cfg.cache.batch_size
+    n, k, bs = len(images), cfg.cache.views, cfg.cache.batch_size
     views = views_for(cfg, n)
-    shapes = _shapes(model, norm, train.pixels, meta["img_size"], layer, n, k, fields, dev)
+    shapes = _shapes(model, norm, images.pixels, meta["img_size"], layer, n, k, fields, dev)
 
     # rank r computes images r, r + world, ...; with one process its arrays are the cache itself
     r, w = dist.rank(), dist.world()
@@ -87,7 +91,7 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
 
     with array("logits") as logits, array("feat") as feat, array("map") as fmap:
         for v in range(k):
-            ds = Subset(ViewImages(train.pixels, train.split.labels, views, meta["img_size"], fixed_view=v), mine.tolist())
+            ds = Subset(ViewImages(images.pixels, images.labels, views, meta["img_size"], fixed_view=v), mine.tolist())
             dl = loader(ds, bs, shuffle=False, workers=cfg.data.workers)
             for x, _, idx, _ in progress(dl, f"cache view {v + 1}/{k}"):
                 lo, fe, ma = teacher_outputs(model, norm(x.to(dev)), layer)
@@ -101,7 +105,8 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
         dist.barrier()
         if dist.is_main():
             _gather_parts(out, shapes, w)
-    result: dict[str, Any] = {"reused": False, "folder": str(out), "images": n, "views": k, "stored": fields, "processes": w}
+    result: dict[str, Any] = {"reused": False, "folder": str(out), "images": n,
+                              "unlabeled": int((images.labels < 0).sum()), "views": k, "stored": fields, "processes": w}
     if dist.is_main():
         save_npy(out / "views.npy", views)
         vdl = loader(PlainImages(val.pixels, val.split.labels, meta["img_size"]), bs, shuffle=False, workers=cfg.data.workers)
@@ -109,7 +114,7 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
         save_npy(out / "val_logits.npy", val_logits)
         all_shapes = {**{f: list(s) for f, s in shapes.items()}, "views": list(views.shape), "val_logits": list(val_logits.shape)}
         result["teacher_val_acc"] = accuracy(val_logits, val.split.labels)
-        tcache.write_manifest(out, key, need, all_shapes, [str(f) for f in train.split.files],
+        tcache.write_manifest(out, key, need, all_shapes, images.files,
                               {"teacher": meta["arch"], "teacher_val_acc": result["teacher_val_acc"]})
     result["wall_s"] = round(time.time() - t0, 1)
     ctx.finish(cfg, out, "cache", result)

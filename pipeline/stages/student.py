@@ -24,16 +24,16 @@ STUDENT_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 class TeacherSource:
     """Teacher tensors for a batch: looked up in the cache, or computed online on the same view."""
 
-    def __init__(self, cfg: Config, pixel_key: str, n_train: int, rebuild_cmd: str, dev: torch.device):
+    def __init__(self, cfg: Config, images: ctx.DistillSet, rebuild_cmd: str, dev: torch.device):
         self.dev, self.online = dev, cfg.student.teacher_mode == "online"
-        key, need = expected_key(cfg, pixel_key), needed(cfg)
+        key, need = expected_key(cfg, images.pixel_key, images.unlabeled_key), needed(cfg)
         self.fields, self.layer = need["stored"], need["feature_layer"]
         if self.online:
             self.model, meta = teacher_from_checkpoint(cfg.teacher_dir / "best.pt")
             self.model.to(dev)
             self.norm = Normalize(meta["mean"], meta["std"]).to(dev)
             self.img_size = meta["img_size"]
-            self.views = views_for(cfg, n_train)
+            self.views = views_for(cfg, len(images))
             with torch.inference_mode():
                 x = torch.zeros(1, 3, self.img_size, self.img_size, device=dev)
                 _, f, m = teacher_outputs(self.model, x, self.layer)
@@ -63,13 +63,15 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     layout = ctx.open_data(cfg)
     train, val = ctx.pixels(cfg, layout, "train"), ctx.pixels(cfg, layout, "val")
     dev = device()
+    uses_teacher = any(t.name != "ce" for t in sc.effective_losses())
+    # unlabelled images carry only teacher targets: a CE-only student trains on the labelled ones
+    images = ctx.distill_set(cfg, layout, train, unlabeled=cfg.cache.unlabeled and uses_teacher)
     student = create_student(sc.model, layout.num_classes, **sc.kwargs)
     params = check_budget(student, sc.budget, f"student {sc.model!r}")  # the gate: before any training
     student.to(dev)
     terms = sc.effective_losses()
-    uses_teacher = any(t.name != "ce" for t in terms)
-    teacher = TeacherSource(cfg, train.key, len(train.pixels), ctx.cmd("cache", cfg, config_path), dev) if uses_teacher else None
-    views = teacher.views if teacher else views_for(cfg, len(train.pixels))
+    teacher = TeacherSource(cfg, images, ctx.cmd("cache", cfg, config_path), dev) if uses_teacher else None
+    views = teacher.views if teacher else views_for(cfg, len(images))
     layer = sc.student_layer % len(student.stage_channels)
     criterion = Criterion(terms, {"feat": student.num_features, "map": student.stage_channels[layer]},
                           teacher.dims if teacher else {}).to(dev)
@@ -79,7 +81,7 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     if sc.channels_last:
         student.to(memory_format=torch.channels_last)
 
-    ds = ViewImages(train.pixels, train.split.labels, views, sc.img_size, seed=cfg.seed,
+    ds = ViewImages(images.pixels, images.labels, views, sc.img_size, seed=cfg.seed,
                     teacher_size=teacher.img_size if teacher and teacher.online else None)
     train_dl, val_dl, opt, sched = ctx.training_setup(cfg, sc, ds, val, trainable.parameters())
 
