@@ -112,9 +112,16 @@ def read_manifest(folder: Path) -> Optional[dict[str, Any]]:
         return None
 
 
+def key_diffs(key: dict[str, Any], have: dict[str, Any]) -> list[str]:
+    """Key fields where a cache's ``have`` does not serve ``key``. A cache that also holds unlabelled
+    images serves a student without them: its training rows (and their views) come first, unchanged."""
+    diffs = [k for k in sorted(set(key) | set(have)) if key.get(k) != have.get(k)]
+    return [k for k in diffs if not (k == "unlabeled_key" and k not in key)]
+
+
 def is_valid(folder: Path, key: dict[str, Any], need: dict[str, Any]) -> bool:
     man = read_manifest(folder)
-    return (man is not None and man.get("key") == key and content_problem(man, need) is None
+    return (man is not None and not key_diffs(key, man.get("key", {})) and content_problem(man, need) is None
             and _check_files(folder, man) is None)
 
 
@@ -125,7 +132,7 @@ def load_cache(folder: Path, key: dict[str, Any], need: dict[str, Any], rebuild_
     if man is None:
         raise StaleCacheError(f"no teacher cache at {folder} (or its manifest.json is unreadable). {how}")
     have = man.get("key", {})
-    diffs = [k for k in sorted(set(key) | set(have)) if key.get(k) != have.get(k)]
+    diffs = key_diffs(key, have)
     if diffs:
         detail = "; ".join(f"{k}: cache has {str(have.get(k))[:40]!s}, expected {str(key.get(k))[:40]!s}" for k in diffs)
         raise StaleCacheError(f"teacher cache {folder} is stale ({detail}). {how}")

@@ -120,6 +120,12 @@ def test_unlabelled_images_join_the_cache_after_the_training_rows(built, capsys)
     np.testing.assert_allclose(after[:n], logits, atol=1e-5)  # the training rows and their views are unchanged
     np.testing.assert_array_equal(np.load(cfg.run_dir / "cache" / "views.npy")[:n], views)
     assert main(["student", "--config", str(built), "cache.unlabeled=true"]) == 0
+    # the larger cache also serves a student without them (it reads the training rows only)
+    c = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
+    np.testing.assert_allclose(c.logits[:n], logits, atol=1e-5)
+    assert main(["student", "--config", str(built), "student.dir=labelled-only"]) == 0
+    assert main(["cache", "--config", str(built)]) == 0
+    assert '"reused": true' in capsys.readouterr().out
     # CE-only students ignore them (no teacher targets to learn from), so they need no cache at all
     assert main(["student", "--config", str(built), "cache.unlabeled=true", "student.losses=[{name: ce}]",
                  "student.dir=ce"]) == 0
