@@ -1,0 +1,78 @@
+"""Recipe ladder: from the best method of benchmarks/methods.py to the best student recipe, one change
+per row (more recorded views, unlabelled images, resolution, schedule), then every student design on
+the final recipe. Same seed throughout; the teacher is the food10-mini one (``teacher_from``).
+
+    python benchmarks/recipe.py --data ../shared/datasets/food10-mini [--only "+ 128 px"]
+
+Writes benchmarks/results/recipe.json and recipe.md (row, student, params, val acc, share of the
+teacher, train wall time). Rows already trained are reused (each run resumes from its checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from common import RESULTS, ROOT, save, table
+
+from pipeline.cli import run_stage
+from pipeline.config import load_config
+
+BASE = "configs/food10-mini.yaml"
+BEST = "configs/food10-mini-best.yaml"
+LABELLED = ["cache.unlabeled=false"]
+START = "kd + fitnet"  # the best row of benchmarks/results/methods.json (8 views, 96 px, 60 epochs): the ladder's start
+# (label, config, overrides); each row adds one change to the row above it
+LADDER: list[tuple[str, str, list[str]]] = [
+    ("+ 16 views", BEST, LABELLED + ["student.img_size=96", "student.epochs=60"]),
+    ("+ unlabelled eval images", BEST, ["student.img_size=96", "student.epochs=60"]),
+    ("+ 128 px", BEST, ["student.epochs=60"]),
+    ("+ 120 epochs (final recipe)", BEST, []),
+]
+STUDENTS = ["mbv2_se", "shuffle", "ghost"]
+
+
+def slug(label: str) -> str:
+    return "recipe-" + "-".join("".join(c if c.isalnum() else " " for c in label).split())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/datasets/food10-mini")
+    ap.add_argument("--only", nargs="*", default=None, help="row labels to run (default: all)")
+    args = ap.parse_args()
+    data = [f"data.root={args.data}"]
+    t0 = time.time()
+    run_stage("teacher", str(ROOT / BASE), data)  # the shared teacher (reused when trained)
+    run_stage("cache", str(ROOT / BEST), data)  # the recipe's cache (reused when built)
+    teacher = json.loads((load_config(ROOT / BASE, data).run_dir / "summary.json").read_text())["teacher"]
+    rows = [{"row": f"teacher ({teacher['name']})", "params": teacher["params"], "val_acc": teacher["val_acc"],
+             "train_wall_s": teacher.get("train_s", "")}]
+    methods = json.loads((RESULTS / "methods.json").read_text())
+    start = next(r for r in methods["rows"] if r["method"] == START)
+    rows.append({"row": f"{START} (methods.json)", "student": methods["student"], "img_size": methods["student_img_size"],
+                 "views": load_config(ROOT / methods["config"], data).cache.views, "unlabeled": False, "epochs": methods["epochs"], "params": start["params"],
+                 "val_acc": start["val_acc"], "of_teacher": start["of_teacher"], "train_wall_s": start["train_wall_s"]})
+    plan = LADDER + [(f"final recipe, student {s}", BEST, [f"student.model={s}"]) for s in STUDENTS]
+    for label, config, over in plan:
+        if args.only and label not in args.only:
+            continue
+        over = data + ([] if any(o.startswith("student.dir=") for o in over) else [f"student.dir={slug(label)}"]) + over
+        cfg = load_config(ROOT / config, over)
+        res = run_stage("student", str(ROOT / config), over)
+        rows.append({"row": label, "student": cfg.student.model, "img_size": cfg.student.img_size,
+                     "views": cfg.cache.views, "unlabeled": cfg.cache.unlabeled, "epochs": cfg.student.epochs,
+                     "params": res["params"], "val_acc": res["val_acc"], "train_wall_s": res["train_s"],
+                     "of_teacher": round(res["val_acc"] / teacher["val_acc"], 3)})
+        print(f"{label:40s} val_acc={res['val_acc']:.4f} wall={res['wall_s']}s", flush=True)
+    payload = {"data": args.data, "base": BASE, "recipe": BEST, "seed": load_config(ROOT / BEST, data).seed,
+               "rows": rows, "total_wall_s": round(time.time() - t0, 1)}
+    md = (f"Data `{args.data}` (validation split); losses 0.3*ce + 0.7*kd(T=4) + 1*fitnet throughout; "
+          f"recipe `{BEST}`\n\n"
+          + table(rows, ["row", "student", "params", "img_size", "views", "unlabeled", "epochs", "val_acc",
+                         "of_teacher", "train_wall_s"]))
+    save("recipe", payload, md)
+
+
+if __name__ == "__main__":
+    main()
