@@ -68,6 +68,7 @@ test: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/methods.py --data ../shared/datasets/food10-mini
+	$(PY) benchmarks/recipe.py --data ../shared/datasets/food10-mini
 
 clean-run:
 	rm -rf $(RUN) submissions/$(NAME).csv

@@ -116,6 +116,7 @@ class StudentConfig(TrainConfig):
 class SubmitConfig(_Strict):
     competition: str = "ml2023spring-hw13"
     message: str = "distil submission"
+    tta: bool = Field(False, description="Predict with the mean logits of each image and its mirror (2x inference)")
 
 
 class Config(_Strict):

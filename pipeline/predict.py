@@ -12,14 +12,20 @@ from .progress import progress
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], loader: torch.utils.data.DataLoader,
-                   normalize: nn.Module, device: torch.device) -> np.ndarray:
-    """Run ``model`` over ``loader`` (items ``(uint8 image, label, index, ...)``): returns (N, C) float32."""
+                   normalize: nn.Module, device: torch.device, tta: bool = False) -> np.ndarray:
+    """Run ``model`` over ``loader`` (items ``(uint8 image, label, index, ...)``): returns (N, C) float32.
+
+    ``tta``: mean of the logits of each (B, 3, H, W) image and its horizontal mirror (2x the compute).
+    """
     if isinstance(model, nn.Module):
         model.eval()
     out = []
     for batch in progress(loader, "predict"):
         x = normalize(batch[0].to(device, non_blocking=True))
-        out.append(model(x).float().cpu())
+        y = model(x).float()
+        if tta:
+            y = (y + model(x.flip(-1)).float()) / 2
+        out.append(y.cpu())
     return torch.cat(out).numpy()
 
 

@@ -19,6 +19,12 @@ def test_teacher_cache_student_submit(tmp_path, hw13, capsys):
     assert s["teacher"]["name"] == "test_efficientnet" and 0 <= s["teacher"]["val_acc"] <= 1
     assert s["student"]["params"] < 60_000 and 0 <= s["student"]["val_acc"] <= 1
     assert s["submission"].endswith("tiny.csv")
+    # submit measures its own inference on the validation split: the best checkpoint's accuracy again
+    assert s["submit"]["tta"] is False and s["submit"]["val_acc"] == round(s["student"]["val_acc"], 4)
+    assert main(["submit", "--config", str(cfg), "submit.tta=true"]) == 0, capsys.readouterr().err
+    s = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert s["submit"]["tta"] is True and 0 <= s["submit"]["val_acc"] <= 1
+    assert pd.read_csv(tmp_path / "subs" / "tiny.csv", dtype=str)["Id"].tolist() == sub["Id"].tolist()
     for stage in ("teacher", "cache", "student"):
         assert (tmp_path / "runs" / "tiny" / stage / "config.yaml").is_file()
     # the cache is reused, not rebuilt, when nothing changed

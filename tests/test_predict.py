@@ -1,0 +1,31 @@
+"""Batched inference: plain and mirrored (test-time augmentation) logits."""
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.predict import accuracy, predict_logits
+
+
+def _loader(x: torch.Tensor) -> list:
+    return [(x[:3], torch.zeros(3)), (x[3:], torch.zeros(len(x) - 3))]
+
+
+def test_tta_averages_the_image_and_its_mirror():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (5, 3, 4, 6), dtype=torch.uint8)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 6, 2))  # not mirror-invariant
+    norm = nn.Identity()
+    xf = x.float()
+    plain = predict_logits(model, _loader(xf), norm, torch.device("cpu"))
+    tta = predict_logits(model, _loader(xf), norm, torch.device("cpu"), tta=True)
+    with torch.no_grad():
+        want = ((model(xf) + model(xf.flip(-1))) / 2).numpy()
+        np.testing.assert_allclose(plain, model(xf).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(tta, want, rtol=1e-6)
+    assert not np.allclose(plain, tta)
+
+
+def test_accuracy():
+    logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], dtype=np.float32)
+    assert accuracy(logits, np.array([1, 0, 0])) == 2 / 3
+    assert np.isnan(accuracy(logits[:0], np.array([], dtype=int)))
