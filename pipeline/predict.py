@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data.datasets import PlainImages, loader
 from .progress import progress
 
 
@@ -27,6 +28,13 @@ def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], lo
             y = (y + model(x.flip(-1)).float()) / 2
         out.append(y.cpu())
     return torch.cat(out).numpy()
+
+
+def predict_pixels(model: nn.Module, pixels: np.ndarray, img_size: int, normalize: nn.Module, device: torch.device,
+                   *, workers: int = 0, tta: bool = False) -> np.ndarray:
+    """Logits (N, C) of ``model`` on whole uint8 images (N, S, S, 3) resized to ``img_size``."""
+    dl = loader(PlainImages(pixels, None, img_size), 256, shuffle=False, workers=workers)
+    return predict_logits(model, dl, normalize, device, tta=tta)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

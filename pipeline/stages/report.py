@@ -9,8 +9,8 @@ import torch
 
 from .. import context as ctx
 from ..config import Config
-from ..data.datasets import Normalize, PlainImages, loader
-from ..predict import predict_logits
+from ..data.datasets import Normalize
+from ..predict import predict_pixels
 from ..report import build_report
 from .submit import load_student
 
@@ -19,8 +19,7 @@ def run(cfg: Config, config_path: Optional[str] = None) -> dict[str, Any]:
     layout = ctx.open_data(cfg)
     val = ctx.pixels(cfg, layout, "val")
     model, ck = load_student(cfg.run_dir / cfg.student.dir / "best.pt", cfg.student.budget)
-    dl = loader(PlainImages(val.pixels, val.split.labels, ck["img_size"]), 256, shuffle=False)
-    s_logits = predict_logits(model, dl, Normalize(ck["mean"], ck["std"]), torch.device("cpu"))
+    s_logits = predict_pixels(model, val.pixels, ck["img_size"], Normalize(ck["mean"], ck["std"]), torch.device("cpu"))
     t_path = cfg.run_dir / "cache" / "val_logits.npy"
     t_logits = np.load(t_path) if t_path.is_file() else None
     if t_logits is not None and len(t_logits) != len(s_logits):

@@ -7,10 +7,10 @@ from typing import Any, Optional
 from .. import context as ctx
 from ..checkpoint import load_checkpoint
 from ..config import Config
-from ..data.datasets import Normalize, PlainImages, loader
+from ..data.datasets import Normalize
 from ..engine import device
 from ..models import check_budget, create_student
-from ..predict import accuracy, predict_logits
+from ..predict import accuracy, predict_pixels
 from ..submission import SubmissionError, check_file, upload, write_submission
 
 
@@ -43,16 +43,14 @@ def run(cfg: Config, config_path: Optional[str] = None, upload_to_kaggle: bool =
     model, ck = load_student(cfg.run_dir / cfg.student.dir / "best.pt", cfg.student.budget)
     model.to(dev)
     norm = Normalize(ck["mean"], ck["std"]).to(dev)
-    dl = loader(PlainImages(test.pixels, None, ck["img_size"]), 256, shuffle=False, workers=cfg.data.workers)
-    tta = cfg.submit.tta
-    labels = predict_logits(model, dl, norm, dev, tta=tta).argmax(1)
+    kw = {"workers": cfg.data.workers, "tta": cfg.submit.tta}
+    labels = predict_pixels(model, test.pixels, ck["img_size"], norm, dev, **kw).argmax(1)
     val = ctx.pixels(cfg, layout, "val")  # the accuracy this very inference (tta or not) gets on held-out labels
-    vdl = loader(PlainImages(val.pixels, val.split.labels, ck["img_size"]), 256, shuffle=False, workers=cfg.data.workers)
-    val_acc = accuracy(predict_logits(model, vdl, norm, dev, tta=tta), val.split.labels)
+    val_acc = accuracy(predict_pixels(model, val.pixels, ck["img_size"], norm, dev, **kw), val.split.labels)
     path = cfg.submission_path
     df = write_submission(path, test.split.ids, labels, num_classes=layout.num_classes, sample_path=layout.sample_submission)
     result: dict[str, Any] = {"path": str(path), "rows": len(df), "validated_against": str(layout.sample_submission),
-                              "student_params": ck["params"], "tta": tta, "val_acc": round(val_acc, 4), "wall_s": round(time.time() - t0, 1)}
+                              "student_params": ck["params"], "tta": cfg.submit.tta, "val_acc": round(val_acc, 4), "wall_s": round(time.time() - t0, 1)}
     if upload_to_kaggle:
         check_file(path, num_classes=layout.num_classes, sample_path=layout.sample_submission)
         result["kaggle"] = upload(path, cfg.submit.competition, cfg.submit.message)
