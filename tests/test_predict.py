@@ -20,9 +20,14 @@ def test_tta_averages_the_image_and_its_mirror():
     tta = predict_logits(model, _loader(xf), norm, torch.device("cpu"), tta=True)
     with torch.no_grad():
         want = ((model(xf) + model(xf.flip(-1))) / 2).numpy()
-        np.testing.assert_allclose(plain, model(xf).numpy(), rtol=1e-6)
-    np.testing.assert_allclose(tta, want, rtol=1e-6)
-    assert not np.allclose(plain, tta)
+        one_batch = model(xf).numpy()
+    # batches of 3 + 2 vs one batch of 5: float32 matmuls are not bit-stable across batch shapes,
+    # so compare at float32 precision (logits here are O(100): 1e-4 relative)
+    np.testing.assert_allclose(plain, one_batch, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(tta, want, rtol=1e-4, atol=1e-3)
+    # what the test is about: TTA differs from the plain logits by half the mirror's difference
+    assert np.abs(plain - tta).min() > 1e-2
+    np.testing.assert_allclose(tta - plain, (want - one_batch), rtol=1e-3, atol=1e-3)
 
 
 def test_accuracy():
