@@ -21,7 +21,7 @@ COMP   := $(if $(COMPETITION),submit.competition=$(COMPETITION),)
 
 all: submit
 	@echo "submission: submissions/$(NAME).csv"
-	@$(PY) -m pipeline compare $(RUN)
+	@$(PY) -m distil compare $(RUN)
 
 setup: $(STAMP)
 
@@ -35,7 +35,7 @@ $(FMNIST):
 	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist
 
 data/demo-fmnist/sample_submission.csv: | $(STAMP) $(FMNIST)
-	$(PY) -m pipeline demo-data --out data/demo-fmnist
+	$(PY) -m distil demo-data --out data/demo-fmnist
 
 demo-data: data/demo-fmnist/sample_submission.csv
 
@@ -43,25 +43,25 @@ demo-data: data/demo-fmnist/sample_submission.csv
 DATA_DEP := $(if $(filter demo,$(NAME)),data/demo-fmnist/sample_submission.csv,)
 
 $(RUN)/teacher/done.json: $(CONFIG) $(DATA_DEP) | $(STAMP)
-	$(PY) -m pipeline teacher --config $(CONFIG) $(ARGS)
+	$(PY) -m distil teacher --config $(CONFIG) $(ARGS)
 
 $(RUN)/cache/done.json: $(RUN)/teacher/done.json
-	$(PY) -m pipeline cache --config $(CONFIG) $(ARGS)
+	$(PY) -m distil cache --config $(CONFIG) $(ARGS)
 
 $(RUN)/student/done.json: $(RUN)/cache/done.json
-	$(PY) -m pipeline student --config $(CONFIG) $(ARGS)
+	$(PY) -m distil student --config $(CONFIG) $(ARGS)
 
 submissions/$(NAME).csv: $(RUN)/student/done.json
-	$(PY) -m pipeline submit --config $(CONFIG) $(ARGS)
+	$(PY) -m distil submit --config $(CONFIG) $(ARGS)
 
 teacher: $(RUN)/teacher/done.json
 cache: $(RUN)/cache/done.json
 student: $(RUN)/student/done.json
 submit: submissions/$(NAME).csv
-	@if [ -n "$(UPLOAD)" ]; then $(PY) -m pipeline submit --config $(CONFIG) --upload $(COMP) $(ARGS); fi
+	@if [ -n "$(UPLOAD)" ]; then $(PY) -m distil submit --config $(CONFIG) --upload $(COMP) $(ARGS); fi
 
 params: | $(STAMP)
-	$(PY) -m pipeline params --config $(CONFIG) $(ARGS)
+	$(PY) -m distil params --config $(CONFIG) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -15,8 +15,8 @@ import time
 
 from common import RESULTS, ROOT, save, table
 
-from pipeline.cli import run_stage
-from pipeline.config import load_config
+from distil.cli import run_stage
+from distil.config import load_config
 
 BASE = "configs/food10-mini.yaml"
 BEST = "configs/food10-mini-best.yaml"

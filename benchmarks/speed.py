@@ -20,18 +20,18 @@ from common import median_time, save, table
 from torch.utils.data import Dataset
 
 from pipeline import context as ctx
-from pipeline.config import load_config
-from pipeline.data.datasets import Normalize, ViewImages, loader
-from pipeline.data.images import load_square
-from pipeline.data.views import render_view
-from pipeline.distill import Criterion
-from pipeline.engine import adamw
-from pipeline.export import export_onnx, ort_session, quantize_int8
-from pipeline.models import STUDENTS, create_student
-from pipeline.models.teacher import teacher_from_checkpoint, teacher_outputs
-from pipeline.stages.cache import expected_key, needed
-from pipeline.stages.student import STUDENT_NORM
-from pipeline.teacher_cache import load_cache
+from distil.config import load_config
+from distil.data.datasets import Normalize, ViewImages, loader
+from distil.data.images import load_square
+from distil.data.views import render_view
+from distil.distill import Criterion
+from distil.engine import adamw
+from distil.export import export_onnx, ort_session, quantize_int8
+from distil.models import STUDENTS, create_student
+from distil.models.teacher import teacher_from_checkpoint, teacher_outputs
+from distil.stages.cache import expected_key, needed
+from distil.stages.student import STUDENT_NORM
+from distil.teacher_cache import load_cache
 
 
 class JpegViews(Dataset):

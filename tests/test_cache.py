@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cli import main
-from pipeline.config import load_config
-from pipeline.context import open_data, pixels
-from pipeline.stages.cache import expected_key, needed
-from pipeline.teacher_cache import StaleCacheError, load_cache
+from distil.cli import main
+from distil.config import load_config
+from distil.data import open_data, pixels
+from distil.teacher_cache import StaleCacheError, expected_key, load_cache, needed
 from tests.conftest import tiny_config
 
 
@@ -30,7 +29,7 @@ def test_cache_holds_teacher_outputs_per_view(built):
     cfg, key, need = _key(built)
     c = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
     n = len(open_data(cfg).train)
-    assert c.logits.shape == (n, 2, 3) and c.views.shape == (n, 2, 5)
+    assert c.arrays['logits'].shape == (n, 2, 3) and c.views.shape == (n, 2, 5)
     assert (c.views[:, 0] == [0, 0, 24, 24, 0]).all()  # view 0 is the whole image
     man = json.loads((cfg.run_dir / "cache" / "manifest.json").read_text())
     assert man["key"]["teacher_sha256"] and len(man["files"]) == n and "torch" in man["versions"]
@@ -38,13 +37,14 @@ def test_cache_holds_teacher_outputs_per_view(built):
 
 def test_changed_teacher_is_refused_with_rebuild_hint(built, capsys):
     cfg = load_config(built)
-    ck = cfg.run_dir / "teacher" / "best.pt"
-    state = torch.load(ck, weights_only=False)
-    state["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in state["model"].items()}
-    torch.save(state, ck)
+    from safetensors.torch import load_file, save_file
+
+    ck = cfg.run_dir / "teacher" / "teacher.safetensors"
+    state = load_file(ck)
+    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, ck)
     assert main(["student", "--config", str(built)]) == 2
     err = capsys.readouterr().err
-    assert "stale" in err and "teacher_sha256" in err and "python -m pipeline cache --config" in err
+    assert "stale" in err and "teacher_sha256" in err and "distil cache --config" in err
     # rebuilding fixes it
     assert main(["cache", "--config", str(built)]) == 0
     assert main(["student", "--config", str(built)]) == 0
@@ -76,19 +76,19 @@ def test_missing_cache(tmp_path, built):
 
 
 def test_cached_logits_equal_an_online_forward(built):
-    from pipeline.data.datasets import Normalize
-    from pipeline.data.views import render_view
-    from pipeline.models.teacher import teacher_from_checkpoint
+    from distil.data.datasets import Normalize
+    from distil.data.views import render_view
+    from distil.models import load_teacher
 
     cfg, key, need = _key(built)
     c = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
-    model, meta = teacher_from_checkpoint(cfg.run_dir / "teacher" / "best.pt")
+    model, meta = load_teacher(cfg.run_dir / "teacher")
     px = pixels(cfg, open_data(cfg), "train").pixels
     i, v = 5, 1
     x = torch.from_numpy(render_view(np.asarray(px[i]), c.views[i, v], meta["img_size"]))[None]
     with torch.inference_mode():
         out = model(Normalize(meta["mean"], meta["std"])(x))
-    np.testing.assert_allclose(out[0].numpy(), c.logits[i, v], atol=1e-4)
+    np.testing.assert_allclose(out[0].numpy(), c.arrays['logits'][i, v], atol=1e-4)
 
 
 def test_cache_for_other_losses_is_refused_then_superset_accepted(built, capsys):
@@ -98,7 +98,7 @@ def test_cache_for_other_losses_is_refused_then_superset_accepted(built, capsys)
     # a cache built with extra arrays serves every method
     assert main(["cache", "--config", str(built), "cache.store=[feat, map]", "cache.feature_layer=2"]) == 0
     c = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
-    assert c.feat is not None and c.map is not None
+    assert set(c.arrays) >= {"logits"} and c.manifest["contents"]["stored"] == ["feat", "logits", "map"]
     assert main(["student", "--config", str(built)]) == 0  # the plain kd student takes the superset cache
     cfg2, key2, need2 = _key(built, "student.losses=[{name: fitnet}]", "cache.feature_layer=3")
     with pytest.raises(StaleCacheError, match="from layer 2.*asks for 3"):
@@ -108,7 +108,7 @@ def test_cache_for_other_losses_is_refused_then_superset_accepted(built, capsys)
 def test_unlabelled_images_join_the_cache_after_the_training_rows(built, capsys):
     cfg, key, need = _key(built)
     before = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
-    logits, views = np.array(before.logits), np.array(before.views)
+    logits, views = np.array(before.arrays['logits']), np.array(before.views)
     assert main(["student", "--config", str(built), "cache.unlabeled=true"]) == 2
     assert "unlabeled_key" in capsys.readouterr().err  # the cache without them is refused
     assert main(["cache", "--config", str(built), "cache.unlabeled=true"]) == 0
@@ -122,7 +122,7 @@ def test_unlabelled_images_join_the_cache_after_the_training_rows(built, capsys)
     assert main(["student", "--config", str(built), "cache.unlabeled=true"]) == 0
     # the larger cache also serves a student without them (it reads the training rows only)
     c = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
-    np.testing.assert_allclose(c.logits[:n], logits, atol=1e-5)
+    np.testing.assert_allclose(c.arrays['logits'][:n], logits, atol=1e-5)
     assert main(["student", "--config", str(built), "student.dir=labelled-only"]) == 0
     assert main(["cache", "--config", str(built)]) == 0
     assert '"reused": true' in capsys.readouterr().out

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, load_config, parse_overrides
+from distil.config import ConfigError, load_config, parse_overrides
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -50,7 +50,7 @@ def test_missing_data_section(tmp_path):
 def test_unknown_loss_and_hparam_fail_at_load(tmp_path):
     with pytest.raises(ConfigError, match="unknown loss 'kdd'.*Did you mean 'kd'"):
         load_config(write(tmp_path, "data: {root: x}\nstudent: {losses: [{name: kdd}]}\n"))
-    with pytest.raises(ConfigError, match="no hyper-parameter 'temp'.*temperature"):
+    with pytest.raises(ConfigError, match="temp: unknown hyper-parameter.*temperature"):
         load_config(write(tmp_path, "data: {root: x}\nstudent: {losses: [{name: kd, kwargs: {temp: 2}}]}\n"))
 
 

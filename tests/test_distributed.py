@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cli import main
+from distil.cli import main
 from tests.conftest import tiny_config
 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
@@ -24,7 +24,7 @@ def free_port() -> int:
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
     cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-           "-m", "pipeline", *args]
+           "-m", "distil", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 

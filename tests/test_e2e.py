@@ -3,7 +3,7 @@ import json
 
 import pandas as pd
 
-from pipeline.cli import main
+from distil.cli import main
 from tests.conftest import tiny_config
 
 

@@ -7,44 +7,47 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.checkpoint import ResumeError
-from pipeline.data.datasets import Normalize, ViewImages, loader
-from pipeline.data.views import sample_views
-from pipeline.engine import Engine, Interrupted, NonFiniteLoss, adamw, cosine_schedule
+from distil.checkpoint import ResumeError
+from distil.data.datasets import Normalize, PlainImages, ViewImages, loader
+from distil.data.views import sample_views
+from distil.engine import Engine, Interrupted, NonFiniteLoss, adamw, cosine_schedule
 
 N, S = 40, 12
 
 
-def make_engine(out, *, epochs=3, hook=None, config_hash="h1"):
+class Tiny(nn.Module):
+    """A trainable module as the engine wants it: ``forward(batch) -> losses``, ``logits(image)``."""
+
+    def __init__(self, hook=None):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+        self.norm = Normalize((0.5,) * 3, (0.5,) * 3)
+        self.hook, self.calls = hook, 0
+
+    def logits(self, image):
+        return self.net(self.norm(image))
+
+    def forward(self, batch):
+        self.calls += 1
+        if self.hook:
+            self.hook(self.calls)
+        loss = nn.functional.cross_entropy(self.logits(batch["image"]), batch["target"])
+        return {"loss": loss, "ce": loss.detach()}
+
+
+def make_engine(out, *, epochs=3, hook=None, config_hash="h1", on_best=lambda row: None):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     px = rng.integers(0, 255, (N, S, S, 3), dtype=np.uint8)
     labels = rng.integers(0, 3, N)
     views = sample_views(N, 3, S, 0.5, rng)
-    ds = ViewImages(px, labels, views, 8, seed=1)
-    dl = loader(ds, 8, shuffle=True, seed=1)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
-    norm = Normalize((0.5,) * 3, (0.5,) * 3)
+    dl = loader(ViewImages(px, labels, views, 8, seed=1), 8, shuffle=True, seed=1)
+    val_dl = loader(PlainImages(px, labels, 8), 16, shuffle=False, shard=True)
+    model = Tiny(hook)
     opt = adamw(model.parameters(), 1e-2, 0.01)
     sched = cosine_schedule(opt, len(dl) * epochs, 2)
-    calls = {"n": 0}
-
-    def step(batch):
-        calls["n"] += 1
-        if hook:
-            hook(calls["n"])
-        loss = nn.functional.cross_entropy(model(norm(batch[0])), batch[1])
-        return {"loss": loss, "ce": loss.detach()}
-
-    def evaluate():
-        with torch.no_grad():
-            model.eval()
-            acc = float((model(norm(torch.from_numpy(px[:, :8, :8]))).argmax(1).numpy() == labels).mean())
-            model.train()
-        return {"val_acc": acc}
-
-    eng = Engine(module=model, step=step, evaluate=evaluate, loader=dl, optimizer=opt, scheduler=sched, epochs=epochs,
-                 out_dir=out, config={"x": 1}, config_hash=config_hash, export=lambda: {"model": model.state_dict()})
+    eng = Engine(module=model, loader=dl, val_loader=val_dl, optimizer=opt, scheduler=sched, epochs=epochs,
+                 out_dir=out, config={"x": 1}, config_hash=config_hash, on_best=on_best)
     return eng, model
 
 
@@ -60,7 +63,7 @@ def test_interrupted_mid_epoch_and_resumed_equals_uninterrupted(tmp_path):
     with pytest.raises(Interrupted, match="Resume with") as e:
         eng.fit()
     assert e.value.signum == signal.SIGINT
-    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert (saved["epoch"], saved["batch"]) == (1, 3)
 
     torch.manual_seed(123)  # a fresh process would have different RNG: resume must restore it
@@ -88,20 +91,30 @@ def test_nan_loss_stops_with_step_and_terms_and_keeps_last_good(tmp_path):
     def nan_step(batch):
         return {"loss": torch.tensor(float("nan"), requires_grad=True), "kd": torch.tensor(float("nan"))}
 
-    eng.step, eng.epochs = nan_step, 2
-    with pytest.raises(NonFiniteLoss, match=r"epoch 1 batch 0 .*'kd': nan.*lower lr"):
+    model.forward, eng.epochs = nan_step, 2
+    with pytest.raises(NonFiniteLoss, match=r"epoch 1 batch 0 .*'kd': nan.*last.pt holds the state after epoch 1.*lower lr"):
         eng.fit()
     assert (tmp_path / "last.pt").read_bytes() == good
 
 
-def test_metrics_csv_and_best_checkpoint(tmp_path):
-    eng, _ = make_engine(tmp_path, epochs=2)
+def test_nan_before_any_checkpoint_says_nothing_was_saved(tmp_path):
+    eng, model = make_engine(tmp_path, epochs=1)
+    model.forward = lambda batch: {"loss": torch.tensor(float("inf"), requires_grad=True)}
+    with pytest.raises(NonFiniteLoss, match="nothing has been saved yet"):
+        eng.fit()
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_metrics_csv_and_best_hook(tmp_path):
+    bests = []
+    eng, _ = make_engine(tmp_path, epochs=3, on_best=bests.append)
     eng.fit()
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert lines[0].startswith("epoch,train_loss,train_ce,val_acc,lr") and len(lines) == 3
-    best = torch.load(tmp_path / "best.pt", weights_only=False)
-    assert best["best"] == max(r["val_acc"] for r in eng.history[: best["epoch"]])
-    assert best["config"] == {"x": 1}
+    assert lines[0].startswith("epoch,train_loss,train_ce,val_acc,lr") and len(lines) == 4
+    assert bests and bests[0]["epoch"] == 1 and bests[-1]["val_acc"] == max(r["val_acc"] for r in eng.history)
+    assert [b["val_acc"] for b in bests] == sorted(b["val_acc"] for b in bests)  # called only on improvement
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["config"] == {"x": 1} and last["epoch"] == 3
 
 
 def test_sigterm_during_a_cli_run_saves_and_says_how_to_resume(tmp_path, hw13):
@@ -114,7 +127,7 @@ def test_sigterm_during_a_cli_run_saves_and_says_how_to_resume(tmp_path, hw13):
     from tests.conftest import tiny_config
 
     cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 60, "batch_size": 4})
-    cmd = [sys.executable, "-m", "pipeline", "student", "--config", str(cfg)]
+    cmd = [sys.executable, "-m", "distil", "student", "--config", str(cfg)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "runs" / "tiny" / "student" / "metrics.csv"
     deadline = time.time() + 120
@@ -124,10 +137,14 @@ def test_sigterm_during_a_cli_run_saves_and_says_how_to_resume(tmp_path, hw13):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
-    assert "interrupted by signal" in err and "Resume with: python -m pipeline student --config" in err
-    state = torch.load(tmp_path / "runs" / "tiny" / "student" / "last.pt", weights_only=False)
+    assert "interrupted by signal" in err and "Resume with: " in err
+    hint = err.split("Resume with: ")[1].splitlines()[0]
+    assert "distil student --config" in hint
+    state = torch.load(tmp_path / "runs" / "tiny" / "student" / "last.pt", weights_only=True)
     assert 1 <= state["epoch"] < 60
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    import shlex
+
+    done = subprocess.run(shlex.split(hint), capture_output=True, text=True, timeout=600)  # the hint, as written
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resumed from {tmp_path / 'runs' / 'tiny' / 'student' / 'last.pt'} at epoch {state['epoch']}" in done.stderr
     assert len(metrics.read_text().splitlines()) == 1 + 60

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.models import STUDENTS, BudgetError, check_budget, count_params, create_student
+from distil.models import STUDENTS, BudgetError, check_budget, count_params, create_student
 
 
 class Exactly(nn.Module):
@@ -30,11 +30,13 @@ def test_every_student_fits_the_budget_and_has_the_interface(name):
     m = create_student(name, 11).eval()
     assert count_params(m) < 60_000
     x = torch.randn(2, 3, 32, 32)
-    maps = m.forward_stages(x)
-    assert [t.shape[1] for t in maps] == m.stage_channels
+    final, maps = m.forward_intermediates(x)  # timm's interface: every stage
+    assert [t.shape[1] for t in maps] == m.stage_channels and torch.equal(maps[-1], final)
+    assert m.forward_intermediates(x, indices=[-2], intermediates_only=True)[0].shape == maps[-2].shape
+    assert len(m.forward_intermediates(x, indices=2)[1]) == 2  # an int: the last n stages
     assert m(x).shape == (2, 11)
-    assert m.forward_head(maps[-1], pre_logits=True).shape == (2, m.num_features)
-    assert torch.allclose(m.forward_head(maps[-1]), m(x), atol=1e-6)
+    assert m.forward_head(final, pre_logits=True).shape == (2, m.num_features)
+    assert torch.allclose(m.forward_head(final), m(x), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", STUDENTS.names())
@@ -61,7 +63,7 @@ def test_unknown_student_and_kwarg():
 
 
 def test_channel_shuffle_interleaves_groups():
-    from pipeline.models.blocks import channel_shuffle
+    from distil.models.blocks import channel_shuffle
 
     x = torch.arange(6.0).view(1, 6, 1, 1)
     assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]

@@ -3,11 +3,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.predict import accuracy, predict_logits
+from distil.predict import accuracy, predict_logits
 
 
 def _loader(x: torch.Tensor) -> list:
-    return [(x[:3], torch.zeros(3)), (x[3:], torch.zeros(len(x) - 3))]
+    return [{"image": x[:3], "target": torch.zeros(3)}, {"image": x[3:], "target": torch.zeros(len(x) - 3)}]
 
 
 def test_tta_averages_the_image_and_its_mirror():

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models.teacher import TeacherError, create_teacher, teacher_norm, teacher_outputs, wheel_weights
+from distil.fields import forward_fields
+from distil.models.teacher import TeacherError, create_teacher, teacher_norm, wheel_weights
 
 
 def test_wheel_weights_load_into_timm_lite0():
@@ -15,8 +16,8 @@ def test_wheel_weights_load_into_timm_lite0():
     assert m.get_classifier().out_features == 11
     assert teacher_norm(m) == ((0.5,) * 3, (0.5,) * 3)
     with torch.inference_mode():
-        logits, feat, fmap = teacher_outputs(m, torch.zeros(2, 3, 64, 64), 3)
-    assert logits.shape == (2, 11) and feat.shape == (2, 1280) and fmap.shape[1] == 112
+        out = forward_fields(m, torch.zeros(2, 3, 64, 64), ["logits", "feat", "map"], 3)
+    assert out["logits"].shape == (2, 11) and out["feat"].shape == (2, 1280) and out["map"].shape[1] == 112
 
 
 def test_imagenet_weights_are_real():

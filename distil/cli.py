@@ -1,0 +1,136 @@
+"""Command line: ``distil <stage> --config configs/X.yaml [key=value ...]`` (or ``python -m distil``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+from .config import REPO_ROOT, ConfigError, load_config
+
+DEFAULT_CONFIG = "configs/demo.yaml"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def setup_torch(seed: int) -> None:
+    """Seed every RNG; on CPU, share the cores among the processes of this machine."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from . import distributed
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if not torch.cuda.is_available():
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // distributed.world()))
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .stages import STAGES, ordered, pipeline_order
+
+    p = argparse.ArgumentParser(prog="distil", description="distil: " + " -> ".join(pipeline_order()))
+    sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for s in [*ordered(), "all"]:
+        help_ = STAGES.meta(s)["help"] if s != "all" else "run " + ", ".join(pipeline_order()) + " in order"
+        sp = sub.add_parser(s, help=help_, description=help_)
+        sp.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
+        sp.add_argument("overrides", nargs="*", help="key=value overrides, e.g. student.epochs=3")
+        sp.add_argument("-v", "--verbose", action="store_true")
+        if s in ("submit", "all"):
+            sp.add_argument("--upload", action="store_true", help="also upload to Kaggle (sets submit.upload=true)")
+    d = sub.add_parser("demo-data", help="build the Fashion-MNIST demo set in the HW13 layout")
+    d.add_argument("--out", default="data/demo-fmnist")
+    c = sub.add_parser("compare", help="table of runs: teacher/student accuracy, params, wall time")
+    c.add_argument("runs", nargs="+")
+    return p
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from .checkpoint import ResumeError
+    from .data import BadImageError, LayoutError
+    from .engine import NonFiniteLoss
+    from .losses import LossConfigError
+    from .models import ArtifactError, BudgetError
+    from .models.teacher import TeacherError
+    from .submission import SubmissionError
+    from .teacher_cache import StaleCacheError
+
+    return (ConfigError, LayoutError, BadImageError, BudgetError, StaleCacheError, SubmissionError, ArtifactError,
+            TeacherError, ResumeError, NonFiniteLoss, LossConfigError, FileNotFoundError)
+
+
+def run_stage(stage: str, config: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Run one stage (or ``all``) of ``config`` with ``key=value`` overrides; returns its summary."""
+    from . import distributed
+    from .rundir import RunDir
+    from .stages import STAGES, pipeline_order
+
+    if stage == "all":
+        return {name: run_stage(name, config, overrides) for name in pipeline_order()}
+    cfg = load_config(config, list(overrides))
+    distributed.init()
+    setup_torch(cfg.seed)
+    return STAGES.get(stage)(cfg, RunDir(cfg, config, overrides))
+
+
+def compare(runs: Sequence[str]) -> str:
+    from pathlib import Path
+
+    rows = ["| run | teacher | teacher acc | student | params | student acc | train s (teacher/cache/student) |",
+            "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        p = Path(r) / "summary.json"
+        if not p.is_file():
+            rows.append(f"| {r} | (no summary.json) | | | | | |")
+            continue
+        s = json.loads(p.read_text())
+        t, c, st = s.get("teacher", {}), s.get("cache", {}), s.get("student", {})
+        rows.append(f"| {s.get('name', r)} | {t.get('name', '-')} | {t.get('val_acc', float('nan')):.4f} | {st.get('name', '-')} "
+                    f"| {st.get('params', '-')} | {st.get('val_acc', float('nan')):.4f} | "
+                    f"{t.get('train_s', '-')}/{c.get('wall_s', '-')}/{st.get('train_s', '-')} |")
+    return "\n".join(rows)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging(getattr(args, "verbose", False))
+    if args.stage == "demo-data":
+        from .data.demo import build_demo
+
+        try:
+            out = build_demo(REPO_ROOT / args.out if not args.out.startswith("/") else args.out)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"demo data ready at {out}")
+        return 0
+    if args.stage == "compare":
+        print(compare(args.runs))
+        return 0
+    from .engine import Interrupted
+
+    overrides = list(args.overrides) + (["submit.upload=true"] if getattr(args, "upload", False) else [])
+    try:
+        result = run_stage(args.stage, args.config, overrides)
+    except Interrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except _errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:  # unknown registry names
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if args.stage != "params":
+        print(json.dumps(result, indent=2, default=str))
+    return 0

@@ -1,0 +1,349 @@
+"""Typed run configuration: YAML in, validated ``Config`` out, before any training starts.
+
+Unknown keys, wrong types and impossible values fail at load with a message that names the
+file and the key (and suggests the closest valid key for a typo).
+"""
+from __future__ import annotations
+
+import copy
+import re
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .atomic import sha256_json, write_text
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message says which key and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class DataConfig(_Strict):
+    root: str = Field(description="Data folder (HW13 layout or class folders); relative paths are from the repo root")
+    layout: Literal["auto", "hw13", "imagefolder"] = "auto"
+    image_size: int = Field(96, ge=16, le=1024, description="Side of the decoded square pixel cache")
+    skip_bad: bool = False
+    workers: int = Field(0, ge=0, le=64)
+    limit_per_split: Optional[int] = Field(None, ge=1, description="Use only the first N files of each split (quick runs)")
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    img_size: int = Field(64, ge=8, le=1024)
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto", description="auto: float16 + GradScaler on CUDA, bfloat16 on CPUs with native bf16, else float32")
+    channels_last: bool = False
+    compile: bool = Field(False, description="torch.compile the trainable module")
+    sync_bn: bool = Field(False, description="SyncBatchNorm across processes (several GPUs)")
+    resume: Literal["auto", "never"] = "auto"
+    max_steps_per_epoch: Optional[int] = Field(None, ge=1)
+
+
+class TeacherConfig(TrainConfig):
+    model: str = "tf_efficientnet_lite0"
+    pretrained: Literal["auto", "hub", "wheel", "file", "none"] = "auto"
+    weights: Optional[str] = None
+    drop_rate: float = Field(0.2, ge=0, lt=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    aug_scale_min: float = Field(0.35, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _weights_needed(self) -> "TeacherConfig":
+        if self.pretrained == "file" and not self.weights:
+            raise ValueError("teacher.pretrained is 'file' but teacher.weights is not set: give a .pth/.safetensors path")
+        return self
+
+
+class LossTerm(_Strict):
+    name: str
+    weight: float = Field(1.0, ge=0)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class CacheConfig(_Strict):
+    views: int = Field(4, ge=1, le=64, description="Augmented views per training image (view 0 is the centre view)")
+    scale_min: float = Field(0.35, gt=0, le=1)
+    feature_layer: Optional[int] = Field(None, description="timm feature index cached for map losses (fitnet, at)")
+    store: list[Literal["feat", "map"]] = Field(default_factory=list, description="Also cache these, whatever the losses need")
+    batch_size: int = Field(128, ge=1)
+    unlabeled: bool = Field(False, description="Also distil on the unlabelled evaluation images: the teacher's "
+                            "outputs on their views join the cache; CE skips them (their labels are never known)")
+
+
+class StudentConfig(TrainConfig):
+    model: str = "dwsep"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    budget: int = Field(60_000, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    kd: bool = Field(True, description="false: drop the terms that read the teacher (a no-teacher baseline)")
+    teacher_mode: Literal["cached", "online"] = "cached"
+    losses: list[LossTerm] = Field(
+        default_factory=lambda: [
+            LossTerm(name="ce", weight=0.5),
+            LossTerm(name="kd", weight=0.5, kwargs={"temperature": 4.0}),
+        ],
+        min_length=1,
+    )
+    student_layer: int = Field(-2, description="Student stage index whose map feeds map losses")
+    dir: str = Field("student", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", description="Folder under runs/<name>/ (benchmarks use several)")
+
+    @model_validator(mode="after")
+    def _known(self) -> "StudentConfig":
+        from .losses.criterion import validate_terms  # imports torch; only when a config is validated
+        from .models.students import check_student_kwargs
+
+        validate_terms(self.losses)
+        check_student_kwargs(self.model, self.kwargs)
+        return self
+
+    def effective_losses(self) -> list[LossTerm]:
+        """The loss terms to train with: with ``kd: false`` the terms that read only labels (CE with
+        weight 1 when there are none): the no-teacher baseline of the same recipe."""
+        if self.kd:
+            return list(self.losses)
+        from .losses import teacher_fields
+
+        label_only = [t for t in self.losses if not teacher_fields(t.name)]
+        return label_only or [LossTerm(name="ce", weight=1.0)]
+
+
+class SubmitConfig(_Strict):
+    competition: str = Field("ml2023spring-hw13", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    upload: bool = Field(False, description="also upload the CSV to Kaggle (the --upload flag sets it)")
+    message: str = "distil submission"
+    tta: bool = Field(False, description="Predict with the mean logits of each image and its mirror (2x inference)")
+
+
+class Config(_Strict):
+    name: str = Field("", pattern=r"^$|^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+                      description="Run name: one path component (runs/<name>/); default: the config file's stem")
+    seed: int = Field(0, ge=0)
+    runs_dir: str = "runs"
+    teacher_from: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+                                        description="Use runs/<teacher_from>/teacher instead of training one (share a teacher across recipes)")
+    submissions_dir: str = "submissions"
+    data: DataConfig
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    submit: SubmitConfig = Field(default_factory=SubmitConfig)
+
+    @model_validator(mode="after")
+    def _feature_layer(self) -> "Config":
+        from .fields import field
+        from .losses import teacher_fields
+
+        terms = self.student.effective_losses()
+        wanted = set(self.cache.store).union(*(teacher_fields(t.name) for t in terms))
+        layered = sorted(n for n in wanted if field(n).needs_layer)
+        if layered and self.cache.feature_layer is None:
+            users = [t.name for t in terms if any(field(n).needs_layer for n in teacher_fields(t.name))]
+            raise ValueError(f"cache.feature_layer is not set, but {', '.join(users) or 'cache.store'} "
+                             f"need{'s' if len(users) == 1 else ''} the teacher's {', '.join(layered)}: "
+                             "set cache.feature_layer to a timm feature index of the teacher (e.g. 3)")
+        if self.cache.feature_layer is not None and not self.teacher_from:
+            from .models.teacher import check_feature_layer
+
+            check_feature_layer(self.teacher.model, self.cache.feature_layer)
+        return self
+
+    # ---- derived paths -------------------------------------------------
+    def path(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return (q if q.is_absolute() else REPO_ROOT / q).resolve()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path(self.runs_dir) / self.name
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.path(self.runs_dir) / (self.teacher_from or self.name) / "teacher"
+
+    @property
+    def data_root(self) -> Path:
+        return self.path(self.data.root)
+
+    @property
+    def submission_path(self) -> Path:
+        return self.path(self.submissions_dir) / f"{self.name}.csv"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def digest(self, *sections: str) -> str:
+        """sha256 of the given sections (all when none): keys resume/cache validity."""
+        d = self.to_dict()
+        return sha256_json({k: d[k] for k in sections} if sections else d)
+
+    def save(self, path: Path) -> None:
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# ---- loading -------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (PyYAML's YAML 1.1 rules read it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1}, again on line "
+                f"{key_node.start_mark.line + 1}): YAML keeps only one; merge the two blocks", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def yaml_load(text: str) -> Any:
+    """Safe YAML (no tags that build objects), ``1e-3`` read as a float, duplicate keys refused."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any, src: str) -> None:
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        nxt = cur.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{src}: override {dotted!r}: {k!r} is not a section")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """``["student.epochs=3", "data.root=/x"]`` -> ``[("student.epochs", 3), ...]`` (values parsed as YAML)."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. student.epochs=3)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    cur: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fld = getattr(cur, "model_fields", {}).get(part)
+        if fld is None:
+            break
+        ann = fld.annotation
+        args = getattr(ann, "__args__", ()) or ()
+        cand = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not cand:
+            return []
+        cur = cand[0]
+    return list(getattr(cur, "model_fields", {}))
+
+
+def _format_errors(err: ValidationError, src: str) -> str:
+    lines = [f"invalid config {src}:"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            known = _field_names(Config, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+            msg = f"unknown key{hint} (valid keys here: {', '.join(known)})"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = f"{msg} (got {e.get('input')!r})"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file; ``base: other.yaml`` (relative to this file) is read first and deep-merged under it."""
+    src = str(path)
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.name for p in (REPO_ROOT / "configs").glob("*.yaml")))
+        raise ConfigError(f"config file {src} not found (shipped configs: {shipped})")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {src}: base: chain loops back to itself")
+    try:
+        raw = yaml_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {src} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {src} must be a YAML mapping of sections (data:, teacher:, ...)")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"config {src}: base must be a file name, e.g. base: food11-hw13.yaml")
+    return _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), raw)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read YAML ``path`` (and its ``base:``), apply ``key=value`` overrides, validate, and name the run
+    after the file stem."""
+    path = Path(path)
+    src = str(path)
+    raw = _read_yaml(path)
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(raw, key, value, src)
+    raw.setdefault("name", path.stem)
+    if not raw["name"]:
+        raw["name"] = path.stem
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, src)) from None
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any], src: str = "<checkpoint>") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, src)) from None

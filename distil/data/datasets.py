@@ -1,0 +1,153 @@
+"""torch Datasets over the decoded-pixel cache. Items are dicts: ``image`` uint8 (H, W, 3), ``target``
+(label, -1 when unknown), ``index``, and per dataset ``view`` and teacher tensors; batches are
+normalised on the device.
+
+Every random choice is seeded from ``(seed, epoch, index)``, so an epoch is the same whether it runs
+with 0 or N workers, and a resumed run replays exactly what an uninterrupted one would have seen.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .views import render_view
+
+
+class _Epoch(Dataset):
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, self.epoch, index))
+
+
+class AugmentedImages(_Epoch):
+    """Teacher training: albumentations on cached pixels. Item: ``{image, target, index}``."""
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, img_size: int, scale_min: float = 0.35, seed: int = 0):
+        self.pixels, self.labels, self.seed = pixels, labels, seed
+        self.tf = A.Compose([
+            A.RandomResizedCrop(size=(img_size, img_size), scale=(scale_min, 1.0)),
+            A.HorizontalFlip(p=0.5),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=0.5),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int):
+        self.tf.set_random_seed(int(self._rng(i).integers(2**31)))
+        img = self.tf(image=np.asarray(self.pixels[i]))["image"]
+        return {"image": torch.from_numpy(np.ascontiguousarray(img)), "target": int(self.labels[i]), "index": i}
+
+
+class PlainImages(Dataset):
+    """Evaluation/prediction: the whole image resized to ``img_size``. Item: ``{image, target (or -1), index}``."""
+
+    def __init__(self, pixels: np.ndarray, labels: Optional[np.ndarray], img_size: int):
+        self.pixels, self.labels, self.img_size = pixels, labels, img_size
+        s = pixels.shape[1]
+        self.whole = np.array([0, 0, s, s, 0], dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int):
+        img = render_view(np.asarray(self.pixels[i]), self.whole, self.img_size)
+        return {"image": torch.from_numpy(img), "target": -1 if self.labels is None else int(self.labels[i]), "index": i}
+
+
+class ViewImages(_Epoch):
+    """Student training: replay a recorded view per image. Item: ``{image, target, index, view}``, plus
+    ``teacher_image`` (the same view at the teacher's size, for an online teacher) or the cached
+    teacher tensors ``<field>_t`` of that view (from ``lookup(index, view)``).
+
+    ``views`` is (N, K, 5) from ``sample_views``; each epoch picks one of the K views per image.
+    With ``fixed_view`` set, that view is always used (``0`` = whole image, for the cache stage).
+    """
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, views: np.ndarray, img_size: int,
+                 seed: int = 0, fixed_view: Optional[int] = None, teacher_size: Optional[int] = None,
+                 lookup: Optional[Callable[[int, int], dict[str, np.ndarray]]] = None):
+        self.pixels, self.labels, self.views = pixels, labels, views
+        self.img_size, self.seed, self.fixed_view = img_size, seed, fixed_view
+        self.teacher_size = teacher_size  # online teacher: also return the view at the teacher's size
+        self.lookup = lookup  # cached teacher: its tensors for (image, view)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int):
+        k = self.fixed_view if self.fixed_view is not None else int(self._rng(i).integers(self.views.shape[1]))
+        src = np.asarray(self.pixels[i])
+        item: dict[str, Any] = {"image": torch.from_numpy(render_view(src, self.views[i, k], self.img_size)),
+                                "target": int(self.labels[i]), "index": i, "view": k}
+        if self.teacher_size is not None:
+            item["teacher_image"] = torch.from_numpy(render_view(src, self.views[i, k], self.teacher_size))
+        if self.lookup is not None:
+            item.update({name: torch.from_numpy(v) for name, v in self.lookup(i, k).items()})
+        return item
+
+
+class Normalize(torch.nn.Module):
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W), ``(x/255 - mean) / std``.
+
+    The result keeps the NHWC memory order (it is a permuted view), i.e. it is already ``channels_last``."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A permutation seeded by ``(seed, epoch)``: resuming at epoch e replays epoch e's order.
+
+    With ``world`` > 1 processes, rank ``r`` takes every ``world``-th index from ``r`` (the permutation
+    is padded by wrapping so every rank gets the same count): batch ``j`` of the ranks together is batch
+    ``j`` of a one-process run with ``world`` times the batch size."""
+
+    def __init__(self, n: int, seed: int = 0, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0  # start: samples this rank already saw
+        self.rank, self.world = rank, world
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world)
+
+    def __iter__(self):
+        perm = np.random.default_rng((self.seed, self.epoch, 7)).permutation(self.n)
+        if self.world > 1:
+            perm = np.resize(perm, len(self) * self.world)[self.rank::self.world]
+        return iter(perm[self.start:].tolist())
+
+
+def loader(ds: Dataset, batch_size: int, *, shuffle: bool, workers: int = 0, seed: int = 0,
+           drop_last: bool = False, shard: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader with an epoch-seeded shuffle (sharded over ranks) and pinned memory when CUDA is present.
+    ``shard`` without ``shuffle``: each rank reads every ``world``-th item in order (sharded evaluation)."""
+    from .. import distributed
+
+    if shuffle:
+        sampler: Optional[torch.utils.data.Sampler] = EpochShuffle(len(ds), seed, distributed.rank(), distributed.world())
+    else:
+        sampler = distributed.ShardSampler(len(ds)) if shard else None
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, sampler=sampler,
+        num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+        # its own generator: making an iterator must not draw from the global RNG (exact resume)
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,  # workers are re-made each epoch so they see set_epoch()
+    )

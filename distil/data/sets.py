@@ -1,0 +1,80 @@
+"""The splits a run reads: the data layout opened with the config's options, each split's decoded
+pixels, and the set the student is distilled on."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from .layout import DataLayout, LayoutError, discover
+from .pixels import PixelCache, StackedPixels, build_pixel_cache
+
+
+def open_data(cfg: Any) -> DataLayout:
+    """Discover ``cfg.data``; with no validation split, hold out every 10th training image."""
+    layout = discover(cfg.data_root, cfg.data.layout, cfg.data.limit_per_split)
+    if layout.val is None:
+        logging.getLogger(__name__).warning("%s has no validation split: holding out 10%% of training", layout.root)
+        hold = np.zeros(len(layout.train), bool)
+        hold[::10] = True
+        layout.val = layout.train.subset(hold)
+        layout.val.name = "val"
+        layout.train = layout.train.subset(~hold)
+    return layout
+
+
+def pixels(cfg: Any, layout: DataLayout, split: str) -> PixelCache:
+    """Decoded ``(N, S, S, 3)`` uint8 pixels of ``split`` (built once by rank 0, then memory-mapped)."""
+    from .. import distributed
+
+    workers = max(1, min(4, os.cpu_count() or 1))
+
+    def build() -> PixelCache:
+        return build_pixel_cache(layout.split(split), cfg.data.image_size, cfg.path(cfg.runs_dir) / "_pixels",
+                                 skip_bad=cfg.data.skip_bad, workers=workers)
+
+    if distributed.world() == 1:
+        return build()
+    if distributed.is_main():
+        try:
+            out = build()
+        finally:
+            distributed.barrier()
+        return out
+    distributed.barrier()
+    return build()  # rank 0 built it: this loads the cache
+
+
+@dataclass
+class DistillSet:
+    """The images the student is distilled on: the training split, then (``cache.unlabeled``) the
+    evaluation images with label -1. ``pixels`` is (N, S, S, 3) uint8, ``labels`` (N,) int64."""
+
+    pixels: Any
+    labels: np.ndarray
+    files: list[str]
+    pixel_key: str
+    unlabeled_key: Optional[str]  # pixel key of the unlabelled images, None without them
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+
+def distill_set(cfg: Any, layout: DataLayout, train: PixelCache, unlabeled: bool) -> DistillSet:
+    """Training pixels, plus the unlabelled evaluation images when ``unlabeled``."""
+    files = [str(f) for f in train.split.files]
+    labels = np.asarray(train.split.labels, dtype=np.int64)
+    if not unlabeled:
+        return DistillSet(train.pixels, labels, files, train.key, None)
+    try:
+        layout.split("test")
+    except LayoutError as exc:
+        raise LayoutError(f"cache.unlabeled: true needs the unlabelled evaluation images: {exc}; "
+                          "add them or set cache.unlabeled: false") from None
+    test = pixels(cfg, layout, "test")
+    return DistillSet(StackedPixels([train.pixels, test.pixels]),
+                      np.concatenate([labels, np.full(len(test.pixels), -1, dtype=np.int64)]),
+                      files + [str(f) for f in test.split.files], train.key, test.key)

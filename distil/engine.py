@@ -1,0 +1,266 @@
+"""One training engine for teacher and student.
+
+The trainable module's ``forward(batch) -> {"loss": total, <term>: value, ...}`` holds every
+trainable op (so DDP can wrap it) and its ``logits(image)`` gives the logits that validation scores.
+The engine owns the loop: DDP when there are several processes, mixed precision, the schedule,
+sharded validation, per-epoch metrics CSV, ``last.pt`` with RNG state, exact resume (mid-epoch
+included), SIGINT/SIGTERM and NaN guards.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torch import Tensor, nn
+
+from . import distributed
+from .atomic import write_text
+from .checkpoint import CheckpointSaver, rng_state, set_rng_state
+from .precision import Precision
+from .progress import progress
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(RuntimeError):
+    """Training was stopped by a signal after saving ``last.pt``."""
+
+    def __init__(self, msg: str, signum: int):
+        super().__init__(msg)
+        self.signum = signum
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A loss became NaN/Inf; nothing from that step was saved."""
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to 0, stepped once per batch."""
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        p = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
+
+
+def adamw(params: Iterator[nn.Parameter] | list, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases and norm weights (1-d tensors)."""
+    decay, no_decay = [], []
+    for p in params:
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def optimization(tc: Any, params: Iterator[nn.Parameter], steps_per_epoch: int
+                 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW and the warm-up + cosine schedule (stepped per batch) of one stage's ``TrainConfig`` ``tc``."""
+    steps = min(steps_per_epoch, tc.max_steps_per_epoch or steps_per_epoch)
+    opt = adamw(params, tc.lr, tc.weight_decay)
+    return opt, cosine_schedule(opt, steps * tc.epochs, int(steps * tc.warmup_epochs))
+
+
+def to_device(batch: dict[str, Any], dev: torch.device) -> dict[str, Any]:
+    return {k: v.to(dev, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+@contextmanager
+def _signals() -> Iterator[list[int]]:
+    caught: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        caught.append(signum)
+
+    old = {}
+    try:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            old[s] = signal.signal(s, handler)
+    except ValueError:  # not the main thread: no handlers
+        pass
+    try:
+        yield caught
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class Engine:
+    """Train ``module`` (everything trainable: e.g. a ``Distiller``) over ``loader``; score ``val_loader``."""
+
+    module: nn.Module
+    loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    epochs: int
+    out_dir: Path
+    config: dict[str, Any]
+    config_hash: str
+    on_best: Callable[[dict[str, Any]], None] = lambda row: None  # writes the deployable model (rank 0)
+    precision: Precision = field(default_factory=lambda: Precision(device().type, None))
+    metric: str = "val_acc"
+    resume: bool = True
+    max_steps_per_epoch: Optional[int] = None
+    resume_cmd: str = "rerun the same command"
+    sync_bn: bool = False
+    compile: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.saver = CheckpointSaver(self.out_dir)
+        self.dev = device()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaled)
+        self.epoch, self.batch, self.global_step, self.best = 0, 0, 0, -math.inf
+        self.model: nn.Module = self.module
+
+    # ---- state -----------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "trainable": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
+            "best": self.best, "history": self.history, "rng": rng_state(),
+            "config": self.config, "config_hash": self.config_hash,
+        }
+
+    def _restore(self, s: dict[str, Any]) -> None:
+        self.module.load_state_dict(s["trainable"])
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.scheduler.load_state_dict(s["scheduler"])
+        self.scaler.load_state_dict(s["scaler"])
+        self.epoch, self.batch, self.global_step = s["epoch"], s["batch"], s["global_step"]
+        self.best, self.history = s["best"], list(s["history"])
+        set_rng_state(s["rng"])
+
+    def _write_metrics(self) -> None:
+        if not self.history:
+            return
+        keys = list(dict.fromkeys(k for row in self.history for k in row))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.history)
+        write_text(self.out_dir / "metrics.csv", buf.getvalue())
+
+    def _set_epoch(self, epoch: int, start: int) -> None:
+        for obj in (self.loader.dataset, self.loader.sampler):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+        if hasattr(self.loader.sampler, "start"):
+            self.loader.sampler.start = start
+
+    def _what_is_saved(self) -> str:
+        if self.saver.last.is_file():
+            return f"{self.saver.last} holds the state after epoch {self.epoch} batch {self.batch}" if self.history or self.batch \
+                else f"{self.saver.last} holds the last saved state"
+        return "nothing has been saved yet (no last.pt)"
+
+    # ---- loop -----------------------------------------------------------
+    def fit(self) -> list[dict[str, Any]]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            s = self.saver.resumable(self.config_hash)
+            if s is not None:
+                self._restore(s)
+                log.info("resumed from %s at epoch %d batch %d", self.saver.last, self.epoch, self.batch)
+        self.model = distributed.wrap(self.module, self.sync_bn)
+        if self.compile:
+            self.model = torch.compile(self.model)
+        with _signals() as caught:
+            while self.epoch < self.epochs:
+                self._run_epoch(caught)
+        return self.history
+
+    def _train_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        with self.precision.autocast():
+            terms = self.model(to_device(batch, self.dev))
+        loss = terms["loss"]
+        if not distributed.all_true(bool(torch.isfinite(loss.detach()))):
+            vals = {k: float(v.detach()) for k, v in terms.items()}
+            raise NonFiniteLoss(
+                f"non-finite loss at epoch {self.epoch} batch {self.batch} (step {self.global_step}): {vals}. "
+                f"Nothing from this step was saved; {self._what_is_saved()}. "
+                "Try a lower lr, amp: off, or check the inputs and loss weights"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return terms
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Top-1 accuracy of ``module.logits`` on the validation shard of every rank, summed over ranks."""
+        self.module.eval()
+        correct = total = 0
+        for batch in self.val_loader:
+            with self.precision.autocast():
+                logits = self.module.logits(batch["image"].to(self.dev, non_blocking=True))
+            target = batch["target"].to(self.dev)
+            correct += int((logits.argmax(1) == target).sum())
+            total += len(target)
+        correct, total = distributed.all_sum([correct, total])
+        return {"val_acc": correct / total if total else float("nan")}
+
+    def _run_epoch(self, caught: list[int]) -> None:
+        self.module.train()
+        bs = self.loader.batch_size or 1
+        self._set_epoch(self.epoch, self.batch * bs)
+        sums: dict[str, float] = {}
+        n_seen, t0 = 0, time.time()
+        n_batches = len(self.loader) if self.max_steps_per_epoch is None else min(len(self.loader), self.max_steps_per_epoch)
+        bar = progress(self.loader, f"{self.out_dir.name} epoch {self.epoch + 1}/{self.epochs}", total=n_batches - self.batch)
+        for batch in bar:
+            if self.batch >= n_batches:
+                break
+            terms = self._train_step(batch)
+            self.batch += 1
+            self.global_step += 1
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n_seen += 1
+            if caught:
+                if distributed.is_main():
+                    self.saver.save(self.state())
+                raise Interrupted(
+                    f"interrupted by signal {caught[0]}: saved {self.saver.last} at epoch {self.epoch} batch {self.batch}. "
+                    f"Resume with: {self.resume_cmd}", caught[0])
+        metrics = self.validate()
+        keys = sorted(sums)
+        means = distributed.all_sum([sums[k] / max(1, n_seen) for k in keys])
+        row = {"epoch": self.epoch + 1, **{f"train_{k}": v / distributed.world() for k, v in zip(keys, means)},
+               **metrics, "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(time.time() - t0, 2)}
+        row = {"epoch": row.pop("epoch"), "train_loss": row.pop("train_loss"), **row}
+        self.history.append(row)
+        score = metrics.get(self.metric, -math.inf)
+        is_best = score > self.best
+        self.best = max(self.best, score)
+        self.epoch, self.batch = self.epoch + 1, 0
+        if distributed.is_main():
+            if is_best:
+                self.on_best(row)
+            self.saver.save(self.state())
+            self._write_metrics()
+        distributed.barrier()
+        log.info("epoch %d/%d %s", self.epoch, self.epochs,
+                 " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))

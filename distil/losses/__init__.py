@@ -1,0 +1,98 @@
+"""Distillation losses: pure tensor functions, registered by name in ``LOSSES``.
+
+A loss takes keyword-only tensors and keyword hyper-parameters and returns a scalar. Which tensors
+it takes is read off its signature and decides what the student computes, what the cache stores and
+whether a teacher is needed at all (``distil.fields`` lists them):
+
+========== ===================== ==============================================
+name       shape                 meaning
+========== ===================== ==============================================
+logits_s   (B, C)                student logits
+logits_t   (B, C)                teacher logits
+target     (B,) int64            labels (-1: unlabelled image, skipped by label losses)
+feat_s     (B, D)                student embedding
+feat_t     (B, D')               teacher pooled features
+map_s      (B, c, h, w)          student feature map
+map_t      (B, c', h', w')       teacher feature map (timm ``forward_intermediates``)
+========== ===================== ==============================================
+
+A student tensor annotated ``Adapted`` (e.g. ``map_s: Adapted``) first goes through the field's
+trainable adapter (a 1x1-conv regressor for maps, a linear projection for embeddings), which is
+trained with the student and never counted in its budget. Hyper-parameters are validated at config
+load from their annotations (``Annotated[float, Field(gt=0)]``).
+
+A new loss is one decorated function in a module of this package; the tests iterate the registry.
+"""
+from __future__ import annotations
+
+import inspect
+import typing
+from functools import lru_cache
+from typing import Annotated, Any, Callable
+
+from pydantic import ConfigDict, ValidationError, create_model
+from torch import Tensor
+
+from ..fields import fields_of, tensor_args
+from ..registry import Registry
+
+LOSSES: Registry[Callable[..., Tensor]] = Registry("loss")
+ADAPT = "adapted"
+Adapted = Annotated[Tensor, ADAPT]
+
+
+class LossConfigError(ValueError):
+    """A loss term names an unknown loss or a bad hyper-parameter."""
+
+
+def loss_inputs(name: str) -> set[str]:
+    """Tensor arguments the loss ``name`` takes, e.g. ``{"logits_s", "logits_t"}``."""
+    return {p for p in inspect.signature(LOSSES.get(name)).parameters if p in tensor_args()}
+
+
+def loss_adapted(name: str) -> set[str]:
+    """Student tensor arguments of ``name`` annotated ``Adapted``: they pass through a trainable adapter."""
+    hints = typing.get_type_hints(LOSSES.get(name), include_extras=True)
+    return {k for k, h in hints.items() if ADAPT in getattr(h, "__metadata__", ())}
+
+
+def loss_hparams(name: str) -> dict[str, object]:
+    """Hyper-parameters of loss ``name`` with their defaults."""
+    sig = inspect.signature(LOSSES.get(name))
+    return {k: p.default for k, p in sig.parameters.items() if k not in tensor_args()}
+
+
+def teacher_fields(name: str) -> set[str]:
+    """Teacher fields loss ``name`` reads (``{"logits"}`` for KD, ``set()`` for a label-only loss)."""
+    return fields_of(loss_inputs(name), "t")
+
+
+@lru_cache(maxsize=None)
+def _hparam_model(name: str) -> Any:
+    fn = LOSSES.get(name)
+    hints = typing.get_type_hints(fn, include_extras=True)
+    fields = {k: (hints.get(k, Any), d) for k, d in loss_hparams(name).items()}
+    return create_model(f"{name}_kwargs", __config__=ConfigDict(extra="forbid", strict=True), **fields)  # type: ignore[call-overload]
+
+
+def check_kwargs(name: str, kwargs: dict[str, Any], where: str = "student.losses") -> dict[str, Any]:
+    """Validate ``kwargs`` of loss ``name`` against its signature (names, types, bounds); returns them parsed."""
+    try:
+        LOSSES.get(name)
+    except KeyError as exc:
+        raise LossConfigError(f"{where}: {exc.args[0]}") from None
+    try:
+        parsed = _hparam_model(name).model_validate(kwargs)
+    except ValidationError as exc:
+        allowed = ", ".join(loss_hparams(name)) or "none"
+        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: "
+                         + ("unknown hyper-parameter" if e["type"] == "extra_forbidden" else f"{e['msg']} (got {e.get('input')!r})")
+                         for e in exc.errors())
+        raise LossConfigError(f"{where}: loss {name!r}: {msgs}; it takes {allowed}") from None
+    return {k: getattr(parsed, k) for k in kwargs}
+
+
+from . import features, labels, logits  # noqa: E402,F401  (fill the registry)
+
+__all__ = ["LOSSES", "Adapted", "LossConfigError", "check_kwargs", "loss_adapted", "loss_hparams", "loss_inputs",
+           "teacher_fields"]

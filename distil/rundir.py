@@ -1,0 +1,96 @@
+"""A run's folder ``runs/<name>/``: one sub-folder per stage (with the resolved config beside its
+artifacts), ``done.json`` per finished stage, ``summary.json`` for the whole run, and the command
+lines that re-run a stage (for messages)."""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from . import distributed
+from .atomic import write_json
+from .config import REPO_ROOT, Config
+
+
+def program() -> str:
+    """How to call distil again, as the user can type it here: ``distil`` when it is on PATH, else the
+    console script or interpreter of this process (``.venv/bin/distil``) relative to the current folder."""
+    bindir = Path(sys.executable).parent
+    script = bindir / "distil"
+    if script.is_file():
+        if shutil.which("distil") == str(script):
+            return "distil"
+        return _rel(script)
+    return f"{_rel(Path(sys.executable))} -m distil"
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+class RunDir:
+    """``runs/<name>`` of a config; ``config_path`` and ``overrides`` are how the user asked for it."""
+
+    def __init__(self, cfg: Config, config_path: Optional[str] = None, overrides: Sequence[str] = ()):
+        self.cfg, self.root = cfg, cfg.run_dir
+        self.config_path = config_path or f"configs/{cfg.name}.yaml"
+        self.overrides = list(overrides)
+
+    def stage(self, name: str, save_config: bool = True) -> Path:
+        """``runs/<name>/<stage>/``, created, with the resolved config written beside its artifacts."""
+        d = self.root / name
+        d.mkdir(parents=True, exist_ok=True)
+        if save_config and distributed.is_main():
+            self.cfg.save(d / "config.yaml")
+        return d
+
+    def command(self, stage: str) -> str:
+        """The command line that re-runs ``stage`` with the same config and overrides."""
+        cfg_path = self.config_path
+        try:
+            cfg_path = str(Path(cfg_path).resolve().relative_to(Path.cwd()))
+        except ValueError:
+            pass
+        return " ".join([program(), stage, "--config", shlex.quote(cfg_path), *map(shlex.quote, self.overrides)])
+
+    def finish(self, out: Path, section: Optional[str], result: dict[str, Any]) -> dict[str, Any]:
+        """Record a finished stage: ``summary.json`` section (if any) and ``<out>/done.json`` (rank 0 only)."""
+        if distributed.is_main():
+            if section:
+                self.update_summary(section, result)
+            write_json(out / "done.json", result)
+        return result
+
+    def update_summary(self, section: str, values: Any) -> dict[str, Any]:
+        """Merge ``{section: values}`` into ``summary.json`` (atomically)."""
+        p = self.root / "summary.json"
+        data: dict[str, Any] = {}
+        if p.is_file():
+            try:
+                data = json.loads(p.read_text())
+            except ValueError:
+                data = {}
+        data[section] = values
+        data["name"] = self.cfg.name
+        write_json(p, data)
+        return data
+
+    def summary(self) -> dict[str, Any]:
+        p = self.root / "summary.json"
+        try:
+            return json.loads(p.read_text()) if p.is_file() else {}
+        except ValueError:
+            return {}
+
+    def relative(self, p: Path) -> str:
+        """``p`` relative to the project root when it is inside it (for what the user reads)."""
+        try:
+            return str(Path(p).resolve().relative_to(REPO_ROOT))
+        except ValueError:
+            return str(p)

@@ -1,0 +1,40 @@
+"""``params`` stage: the parameter count of every registered student against the budget."""
+from __future__ import annotations
+
+from typing import Any
+
+from . import STAGES
+from ..config import Config
+from ..models import STUDENTS, count_params, create_student
+from ..rundir import RunDir
+
+
+@STAGES.register("params", order=12, help="parameter count of every student against the budget")
+def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
+    """Print a table; the configured student (with its kwargs) is marked ``*``.
+
+    Classes come from the data when it is there, else 11 (Food-11)."""
+    from ..data import LayoutError, open_data
+
+    try:
+        num_classes = open_data(cfg).num_classes
+    except LayoutError:
+        num_classes = 11
+    rows = []
+    for name in STUDENTS:
+        kwargs = cfg.student.kwargs if name == cfg.student.model else {}
+        n = count_params(create_student(name, num_classes, **kwargs))
+        rows.append({"student": name, "kwargs": kwargs, "params": n, "budget": cfg.student.budget,
+                     "ok": n <= cfg.student.budget, "configured": name == cfg.student.model})
+    print(f"{'':1} {'student':10} {'params':>8} {'budget':>8}  verdict   (num_classes={num_classes})")
+    for r in rows:
+        mark = "*" if r["configured"] else " "
+        print(f"{mark} {r['student']:10} {r['params']:>8,} {r['budget']:>8,}  {'ok' if r['ok'] else 'OVER'}")
+    configured = next(r for r in rows if r["configured"])
+    if not configured["ok"]:
+        from ..models import BudgetError
+
+        raise BudgetError(f"the configured student {cfg.student.model!r} {cfg.student.kwargs or ''} has "
+                          f"{configured['params']:,} parameters, over the budget of {cfg.student.budget:,}; "
+                          "lower student.kwargs.width or depth")
+    return {"rows": rows}

@@ -1,0 +1,34 @@
+"""``report`` stage: ``runs/<name>/report.html`` from the run's deployable student, cache and metrics."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import STAGES
+from ..config import Config
+from ..data import open_data, pixels
+from ..data.datasets import Normalize
+from ..models import load_student
+from ..predict import predict_pixels
+from ..report import build_report
+from ..rundir import RunDir
+
+
+@STAGES.register("report", order=11, help="an HTML report of the run (curves, confusion, budget, architecture)")
+def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
+    model, meta = load_student(cfg.run_dir / cfg.student.dir, cfg.student.budget, f"run it first: {rd.command('student')}")
+    layout = open_data(cfg)
+    val = pixels(cfg, layout, "val")
+    s_logits = predict_pixels(model, val.pixels, meta["img_size"], Normalize(meta["mean"], meta["std"]), torch.device("cpu"))
+    t_path = cfg.run_dir / "cache" / "val_logits.npy"
+    t_logits = np.load(t_path) if t_path.is_file() else None
+    if t_logits is not None and len(t_logits) != len(s_logits):
+        t_logits = None
+    summary = rd.summary()
+    summary["_arch_text"] = str(model)
+    path = build_report(cfg.run_dir, class_names=layout.class_names, val_labels=val.split.labels, teacher_logits=t_logits,
+                        student_logits=s_logits, val_images=np.asarray(val.pixels), params=meta["params"],
+                        budget=cfg.student.budget, arch=meta["arch"], summary=summary)
+    return {"report": rd.relative(path)}

@@ -1,0 +1,48 @@
+"""``submit`` stage: predict the evaluation images with the student and write (and optionally upload) the CSV."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import STAGES
+from ..config import Config
+from ..data import open_data, pixels
+from ..data.datasets import Normalize
+from ..engine import device
+from ..models import load_student
+from ..precision import resolve
+from ..predict import accuracy, predict_pixels
+from ..rundir import RunDir
+from ..submission import SubmissionError, check_file, upload, write_submission
+
+
+@STAGES.register("submit", order=4, pipeline=True, help="predict the evaluation images, write and validate the CSV")
+def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
+    t0 = time.time()
+    layout = open_data(cfg)
+    if layout.test is None:
+        raise SubmissionError(f"{layout.root}: no evaluation/ (or test/) folder of unlabelled images to predict")
+    dev = device()
+    model, meta = load_student(cfg.run_dir / cfg.student.dir, cfg.student.budget, f"run it first: {rd.command('student')}")
+    test = pixels(cfg, layout, "test")
+    rd.stage("submit")
+    model.to(dev)
+    norm = Normalize(meta["mean"], meta["std"]).to(dev)
+    precision = resolve(cfg.student.amp, dev)  # the precision the student was validated in
+    kw = {"workers": cfg.data.workers, "tta": cfg.submit.tta}
+    with precision.autocast():
+        labels = predict_pixels(model, test.pixels, meta["img_size"], norm, dev, **kw).argmax(1)
+        val = pixels(cfg, layout, "val")  # the accuracy this very inference (tta or not) gets on held-out labels
+        val_acc = accuracy(predict_pixels(model, val.pixels, meta["img_size"], norm, dev, **kw), val.split.labels)
+    path = cfg.submission_path
+    df = write_submission(path, test.split.ids, labels, num_classes=layout.num_classes, sample_path=layout.sample_submission)
+    result: dict[str, Any] = {"path": rd.relative(path), "rows": len(df),
+                              "validated_against": rd.relative(layout.sample_submission) if layout.sample_submission else None,
+                              "student_params": meta["params"], "tta": cfg.submit.tta, "val_acc": round(val_acc, 4),
+                              "wall_s": round(time.time() - t0, 1)}
+    if cfg.submit.upload:
+        check_file(path, num_classes=layout.num_classes, sample_path=layout.sample_submission)
+        result["kaggle"] = upload(path, cfg.submit.competition, cfg.submit.message)
+    rd.update_summary("submit", result)
+    rd.update_summary("submission", rd.relative(path))
+    return result

@@ -1,0 +1,66 @@
+"""``teacher`` stage: fine-tune a timm model on the task's images."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+
+from . import STAGES
+from ..config import Config
+from ..data import open_data, pixels
+from ..data.datasets import AugmentedImages, Normalize, PlainImages, loader
+from ..engine import Engine, device, optimization
+from ..models import count_params, save_artifact
+from ..models.teacher import TeacherError, create_teacher, teacher_norm
+from ..precision import resolve
+from ..rundir import RunDir
+from ..tasks import Classification
+
+
+@STAGES.register("teacher", order=1, pipeline=True, help="fine-tune the timm teacher on the task's images")
+def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
+    t0 = time.time()
+    tc = cfg.teacher
+    if cfg.teacher_from:  # shared teacher: nothing to train here
+        done = cfg.teacher_dir / "done.json"
+        if not done.is_file():
+            raise TeacherError(f"teacher_from: {cfg.teacher_from}, but {done} does not exist; train it first: "
+                               f"make teacher CONFIG=configs/{cfg.teacher_from}.yaml")
+        result = {**json.loads(done.read_text()), "shared_from": cfg.teacher_from}
+        return rd.finish(rd.stage("teacher"), "teacher", result)
+    layout = open_data(cfg)
+    train, val = pixels(cfg, layout, "train"), pixels(cfg, layout, "val")
+    dev = device()
+    model = create_teacher(tc.model, layout.num_classes, tc.pretrained, tc.weights, tc.drop_rate)
+    mean, std = teacher_norm(model)
+    task = Classification(model, Normalize(mean, std), tc.label_smoothing).to(dev)
+    if tc.channels_last:
+        task.to(memory_format=torch.channels_last)
+    out = rd.stage("teacher")
+
+    train_dl = loader(AugmentedImages(train.pixels, train.split.labels, tc.img_size, tc.aug_scale_min, cfg.seed),
+                      tc.batch_size, shuffle=True, workers=cfg.data.workers, seed=cfg.seed,
+                      drop_last=len(train.pixels) > tc.batch_size)
+    val_dl = loader(PlainImages(val.pixels, val.split.labels, tc.img_size), tc.batch_size * 2, shuffle=False,
+                    workers=cfg.data.workers, shard=True)
+    opt, sched = optimization(tc, task.parameters(), len(train_dl))
+    meta = {"kind": "teacher", "arch": tc.model, "num_classes": layout.num_classes, "class_names": layout.class_names,
+            "mean": list(mean), "std": list(std), "img_size": tc.img_size, "params": count_params(model)}
+
+    def on_best(row: dict[str, Any]) -> None:
+        save_artifact(out, "teacher", model, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
+
+    precision = resolve(tc.amp, dev)
+    engine = Engine(module=task, loader=train_dl, val_loader=val_dl, optimizer=opt, scheduler=sched, epochs=tc.epochs,
+                    out_dir=out, config=cfg.to_dict(), config_hash=cfg.digest("data", "teacher", "seed"),
+                    on_best=on_best, precision=precision, resume=tc.resume == "auto",
+                    max_steps_per_epoch=tc.max_steps_per_epoch, resume_cmd=rd.command("teacher"),
+                    sync_bn=tc.sync_bn, compile=tc.compile)
+    history = engine.fit()
+    result = {"name": tc.model, "params": meta["params"], "val_acc": max(h["val_acc"] for h in history),
+              "epochs": len(history), "precision": precision.name,
+              "train_s": round(sum(h["epoch_s"] for h in history), 1), "wall_s": round(time.time() - t0, 1),
+              "artifact": rd.relative(out / "teacher.safetensors")}
+    return rd.finish(out, "teacher", result)
