@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-from distil.context import setup_logging  # noqa: E402
+from distil.cli import setup_logging  # noqa: E402
 
 setup_logging()
 

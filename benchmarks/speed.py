@@ -19,19 +19,19 @@ import torch
 from common import median_time, save, table
 from torch.utils.data import Dataset
 
-from pipeline import context as ctx
 from distil.config import load_config
+from distil.data import open_data, pixels
 from distil.data.datasets import Normalize, ViewImages, loader
 from distil.data.images import load_square
 from distil.data.views import render_view
-from distil.distill import Criterion
 from distil.engine import adamw
 from distil.export import export_onnx, ort_session, quantize_int8
-from distil.models import STUDENTS, create_student
-from distil.models.teacher import teacher_from_checkpoint, teacher_outputs
-from distil.stages.cache import expected_key, needed
+from distil.fields import forward_fields
+from distil.losses.criterion import Criterion
+from distil.models import STUDENTS, create_student, load_teacher
 from distil.stages.student import STUDENT_NORM
-from distil.teacher_cache import load_cache
+from distil.teacher_cache import expected_key
+from distil.teachers import CachedTeacher
 
 
 class JpegViews(Dataset):
@@ -46,8 +46,8 @@ class JpegViews(Dataset):
     def __getitem__(self, i):
         img = load_square(self.files[i], self.size)
         v = self.views[i, 0]
-        return (torch.from_numpy(render_view(img, v, self.s)), int(self.labels[i]), i, 0,
-                torch.from_numpy(render_view(img, v, self.t)))
+        return {"image": torch.from_numpy(render_view(img, v, self.s)), "target": int(self.labels[i]), "index": i,
+                "view": 0, "teacher_image": torch.from_numpy(render_view(img, v, self.t))}
 
 
 def images_per_s(ds: Dataset, n: int) -> float:
@@ -61,7 +61,7 @@ def student_epoch(dl, student, criterion, opt, norm, teacher_fn) -> float:
     t = time.perf_counter()
     student.train()
     for batch in dl:
-        x, y = norm(batch[0]), batch[1]
+        x, y = norm(batch["image"]), batch["target"]
         f = student.forward_features(x)
         terms = criterion(logits_s=student.forward_head(f), target=y, **teacher_fn(batch))
         opt.zero_grad()
@@ -78,11 +78,12 @@ def main() -> None:
     cfg = load_config(args.config)
     torch.manual_seed(0)
     threads = torch.get_num_threads()
-    layout = ctx.open_data(cfg)
-    train = ctx.pixels(cfg, layout, "train")
+    layout = open_data(cfg)
+    train = pixels(cfg, layout, "train")
     key = expected_key(cfg, train.key)
-    cache = load_cache(cfg.run_dir / "cache", key, needed(cfg), f"make cache CONFIG={args.config}")
-    teacher, meta = teacher_from_checkpoint(cfg.teacher_dir / "best.pt")
+    cache = CachedTeacher(cfg.run_dir / "cache", key, {"stored": ["logits"], "feature_layer": None},
+                          f"make cache CONFIG={args.config}")
+    teacher, meta = load_teacher(cfg.teacher_dir)
     S, s_size, t_size = cfg.data.image_size, cfg.student.img_size, meta["img_size"]
     labels, views = train.split.labels, cache.views
     rows, results = [], {"config": args.config, "threads": threads, "machine": platform.processor() or platform.machine(),
@@ -103,23 +104,23 @@ def main() -> None:
     def fresh():
         torch.manual_seed(0)
         st = create_student(cfg.student.model, layout.num_classes, **cfg.student.kwargs)
-        cr = Criterion(terms, {"feat": st.num_features, "map": st.stage_channels[-2]}, {"feat": None, "map": None})
+        cr = Criterion(terms, {"feat": st.num_features, "map": st.stage_channels[-2]}, {})
         return st, cr, adamw(list(st.parameters()) + list(cr.parameters()), cfg.student.lr, 0.05)
 
     def online(batch):
         with torch.inference_mode():
-            lo, _, _ = teacher_outputs(teacher, norm_t(batch[4]))
+            lo = forward_fields(teacher, norm_t(batch["teacher_image"]), ["logits"], None)["logits"]
         return {"logits_t": lo.clone()}
 
     def from_cache(batch):
-        return {"logits_t": cache.lookup(batch[2], batch[3], "logits")}
+        return {"logits_t": batch["logits_t"]}
 
     bs = cfg.student.batch_size
     st, cr, opt = fresh()
     t_online = student_epoch(loader(JpegViews(train.split.files, labels, views, S, s_size, t_size), bs, shuffle=True),
                              st, cr, opt, norm_s, online)
     st, cr, opt = fresh()
-    t_cached = student_epoch(loader(ViewImages(train.pixels, labels, views, s_size), bs, shuffle=True),
+    t_cached = student_epoch(loader(ViewImages(train.pixels, labels, views, s_size, lookup=cache.lookup), bs, shuffle=True),
                              st, cr, opt, norm_s, from_cache)
     results["epoch"] = {"online_jpeg_s": t_online, "cached_s": t_cached, "ratio": t_online / t_cached, "images": len(labels)}
     rows.append({"measure": f"student epoch, s ({len(labels)} images, teacher {meta['arch']} @ {t_size}px)",

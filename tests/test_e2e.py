@@ -116,3 +116,18 @@ def test_submit_without_evaluation_folder_is_explained(tmp_path, hw13, capsys):
     shutil.rmtree(hw13 / "evaluation")
     assert main(["submit", "--config", str(cfg)]) == 2
     assert "no evaluation/ (or test/) folder" in capsys.readouterr().err
+
+
+def test_a_label_only_loss_needs_no_teacher_and_kd_false_keeps_it(tmp_path, hw13, capsys):
+    """Whether a teacher is needed is read off the losses' signatures: focal reads only labels."""
+    from distil.config import load_config
+
+    cfg = tiny_config(tmp_path, hw13, student={"epochs": 1, "losses": [{"name": "focal", "kwargs": {"gamma": 1.0}}]})
+    assert main(["student", "--config", str(cfg)]) == 0, capsys.readouterr().err  # no teacher, no cache
+    s = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert s["student"]["teacher_mode"] == "none" and s["student"]["losses"][0]["name"] == "focal"
+    mixed = load_config(cfg, ["student.kd=false",
+                              "student.losses=[{name: focal, weight: 0.5}, {name: kd}, {name: ce, weight: 0.2}]"])
+    assert [(t.name, t.weight) for t in mixed.student.effective_losses()] == [("focal", 0.5), ("ce", 0.2)]
+    only_kd = load_config(cfg, ["student.kd=false", "student.losses=[{name: kd}]"])
+    assert [(t.name, t.weight) for t in only_kd.student.effective_losses()] == [("ce", 1.0)]

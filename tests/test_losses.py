@@ -173,3 +173,54 @@ def test_at_by_hand():
 
 def test_registry_is_complete():
     assert {"ce", "kd", "cosine", "fitnet", "rkd", "dm", "at", "dkd", "dist"} <= set(LOSSES.names())
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_focal_matches_its_definition_in_float64(gamma):
+    s = FIXED["logits_s"].double().requires_grad_()
+    got = LOSSES.get("focal")(logits_s=s, target=UNLABELLED, gamma=gamma)
+    p = torch.softmax(s, -1)
+    rows = [-(1 - p[i, y]) ** gamma * torch.log(p[i, y]) for i, y in enumerate(UNLABELLED.tolist()) if y >= 0]
+    want = torch.stack(rows).mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-10)
+    g1, = torch.autograd.grad(got, s)
+    g2, = torch.autograd.grad(want, s)
+    torch.testing.assert_close(g1, g2)
+    if gamma == 0:
+        assert got.item() == pytest.approx(LOSSES.get("ce")(logits_s=s, target=UNLABELLED).item(), rel=1e-10)
+
+
+def dkd_reference(s, t, y, alpha=1.0, beta=8.0, T=4.0):
+    """The authors' DKD (mdistiller), written out in float64: softmax, masks, log. Exact in float64 for
+    logit gaps far beyond float32's range."""
+    gt = torch.nn.functional.one_hot(y, s.shape[-1]).bool()
+    ps, pt = torch.softmax(s / T, -1), torch.softmax(t / T, -1)
+    bs = torch.stack([(ps * gt).sum(-1), (ps * ~gt).sum(-1)], -1)
+    bt = torch.stack([(pt * gt).sum(-1), (pt * ~gt).sum(-1)], -1)
+    tckd = (bt * (bt.log() - bs.log())).sum(-1).mean() * T * T
+    ls_nt = torch.log_softmax(s / T - 1000.0 * gt, -1)
+    lt_nt = torch.log_softmax(t / T - 1000.0 * gt, -1)
+    nckd = (lt_nt.exp() * (lt_nt - ls_nt)).masked_fill(gt, 0).sum(-1).mean() * T * T
+    return alpha * tckd + beta * nckd
+
+
+@pytest.mark.parametrize("gap", [50.0, 120.0, 200.0])
+@pytest.mark.parametrize("T", [1.0, 4.0])
+def test_dkd_agrees_with_float64_reference_on_extreme_logits(gap, T):
+    """Confidently wrong students (the target logit ``gap`` below the rest): TCKD must not vanish, and
+    its gradient must push hardest there. The float32 loss matches the float64 reference."""
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(B, C, generator=g, dtype=torch.float64)
+    t = torch.randn(B, C, generator=g, dtype=torch.float64)
+    y = FIXED["target"]
+    s[torch.arange(B), y] -= gap          # student: the target class far below
+    t[torch.arange(B), y] += 5.0          # teacher: confident and right
+    s64 = s.clone().requires_grad_()
+    want = dkd_reference(s64, t, y, T=T)
+    g_want, = torch.autograd.grad(want, s64)
+    s32 = s.float().requires_grad_()
+    got = LOSSES.get("dkd")(logits_s=s32, logits_t=t.float(), target=y, temperature=T)
+    g_got, = torch.autograd.grad(got, s32)
+    assert torch.isfinite(want) and got.item() == pytest.approx(want.item(), rel=1e-5)
+    torch.testing.assert_close(g_got.double(), g_want, rtol=1e-4, atol=1e-6)
+    assert (g_got[torch.arange(B), y] < 0).all()  # raise the target logit

@@ -23,6 +23,6 @@ def focal(*, logits_s: Tensor, target: Tensor, gamma: Annotated[float, Field(ge=
     """Focal loss (Lin et al., ICCV 2017): ``-(1 - p_y)**gamma * log p_y``, averaged over labelled rows.
     ``gamma = 0`` is cross-entropy. (B, C), (B,) -> scalar."""
     labelled = target >= 0
-    logp = F.log_softmax(logits_s.float(), -1).gather(1, target.clamp_min(0)[:, None])[:, 0]
+    logp = F.log_softmax(logits_s, -1).gather(1, target.clamp_min(0)[:, None])[:, 0]
     loss = -((1 - logp.exp()).pow(gamma) * logp)
     return (loss * labelled).sum() / labelled.sum().clamp_min(1)

@@ -1,0 +1,81 @@
+"""Deployable students are safetensors + json; checkpoints are read with weights_only and a pickled
+object is refused, never run."""
+import json
+import os
+
+import pytest
+import torch
+
+from distil.checkpoint import ResumeError, load_checkpoint
+from distil.cli import main
+from distil.models import ArtifactError, load_student
+from tests.conftest import tiny_config
+
+
+class Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_holding_a_pickled_object_is_refused_not_run(tmp_path, hw13, capsys):
+    marker = tmp_path / "PWNED"
+    cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 1})
+    last = tmp_path / "runs" / "tiny" / "student" / "last.pt"
+    last.parent.mkdir(parents=True)
+    torch.save({"config_hash": "x", "payload": Exploit(marker)}, last)
+    with pytest.raises(ResumeError, match="pickled Python objects.*refused and not run"):
+        load_checkpoint(last)
+    assert main(["student", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "refused and not run" in err and str(last) in err
+    assert not marker.exists()
+    torch.load(last, weights_only=False)  # what an unsafe load does: the exploit is real
+    assert marker.exists()
+
+
+def test_the_deployable_student_is_safetensors_and_json(tmp_path, hw13, capsys):
+    cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 2})
+    assert main(["student", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    folder = tmp_path / "runs" / "tiny" / "student"
+    assert (folder / "student.safetensors").is_file() and not (folder / "best.pt").exists()
+    meta = json.loads((folder / "student.json").read_text())
+    assert meta["kind"] == "student" and meta["arch"] == "dwsep" and meta["kwargs"] == {"width": 0.25}
+    assert meta["num_classes"] == 3 and meta["img_size"] == 16 and meta["mean"] == [0.5] * 3
+    model, got = load_student(folder, 60_000)
+    assert got["params"] == sum(p.numel() for p in model.parameters()) and not model.training
+    # submit reads only these two files: last.pt (training state) may go
+    (folder / "last.pt").unlink()
+    assert main(["submit", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    # a description that does not fit the weights is refused, naming the file
+    meta["kwargs"] = {"width": 0.5}
+    (folder / "student.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="student.safetensors: weights do not"):
+        load_student(folder, 60_000)
+    (folder / "student.safetensors").write_bytes(b"not a safetensors file")
+    meta["kwargs"] = {"width": 0.25}
+    (folder / "student.json").write_text(json.dumps(meta))
+    assert main(["submit", "--config", str(cfg)]) == 2
+    assert "student.safetensors" in capsys.readouterr().err
+
+
+def test_bf16_autocast_runs_every_stage_on_the_cpu(tmp_path, hw13, capsys):
+    """``amp: bf16`` forces the autocast path this CPU may not pick under ``auto``."""
+    cfg = tiny_config(tmp_path, hw13, teacher={"amp": "bf16", "epochs": 1}, student={"amp": "bf16", "epochs": 1})
+    for stage in ("teacher", "cache", "student", "submit"):
+        assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
+    s = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert s["teacher"]["precision"] == s["cache"]["precision"] == s["student"]["precision"] == "bf16"
+    metrics = (tmp_path / "runs" / "tiny" / "student" / "metrics.csv").read_text()
+    assert "nan" not in metrics
+
+
+def test_auto_precision_follows_the_hardware():
+    from distil.precision import cpu_has_native_bf16, resolve
+
+    p = resolve("auto", torch.device("cpu"))
+    assert p.dtype == (torch.bfloat16 if cpu_has_native_bf16() else None) and not p.scaled
+    assert resolve("off", torch.device("cpu")).dtype is None
+    assert resolve("fp16", torch.device("cuda")).scaled and resolve("auto", torch.device("cuda")).dtype == torch.float16
