@@ -87,3 +87,43 @@ def test_limit_keeps_every_class(hw13):
     lay = discover(hw13, limit_per_split=6)
     assert len(lay.train) == 6 and set(np.unique(lay.train.labels)) == {0, 1, 2}
     assert len(lay.test) == 6
+
+
+def test_a_stray_subfolder_among_flat_images_is_a_named_mixture(hw13):
+    (hw13 / "training" / "extra").mkdir()
+    (hw13 / "training" / "extra" / "x.jpg").write_bytes((hw13 / "training" / "0_0.jpg").read_bytes())
+    with pytest.raises(LayoutError, match=r"training mixes 24 image file\(s\).*\['extra'\].*data.layout: hw13"):
+        discover(hw13)
+    assert len(discover(hw13, "hw13").train) == 24  # told which layout, it reads the flat files
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dir", "broken-link", "link-loop"])
+def test_entries_that_are_not_image_files_are_listed_never_read(hw13, kind, caplog):
+    import os
+
+    p = hw13 / "training" / "0_50.jpg"
+    if kind == "fifo":
+        os.mkfifo(p)  # opening it for reading would block forever
+    elif kind == "dir":
+        p.mkdir()
+    elif kind == "broken-link":
+        p.symlink_to(hw13 / "nowhere.jpg")
+    else:
+        p.symlink_to(hw13 / "training" / "0_51.jpg")
+        (hw13 / "training" / "0_51.jpg").symlink_to(p)
+    with pytest.raises(LayoutError, match=r"(?s)unreadable image entr.*0_50.jpg.*data.skip_bad: true"):
+        discover(hw13)
+    lay = discover(hw13, skip_bad=True)
+    assert p not in lay.train.files and len(lay.train) == 24
+    assert "skipping" in caplog.text and "0_50.jpg" in caplog.text
+
+
+def test_a_lonely_label_without_classes_txt_is_warned_about_loudly(hw13, caplog):
+    (hw13 / "training" / "3_5.jpg").write_bytes((hw13 / "training" / "0_0.jpg").read_bytes())  # typo for 2_5?
+    lay = discover(hw13)
+    assert lay.num_classes == 4
+    assert "CLASS 3 HAS ONLY 1 TRAINING IMAGE" in caplog.text and "3_5.jpg" in caplog.text
+    caplog.clear()
+    (hw13 / "classes.txt").write_text("a\nb\nc\nd\n")
+    discover(hw13)
+    assert "CLASS 3" not in caplog.text  # an explicit class list: no guess to warn about

@@ -10,13 +10,17 @@ Two layouts are understood:
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
+
+from ..registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,9 @@ ALIASES = {
     "val": ("validation", "valid", "val"),
     "test": ("evaluation", "test"),
 }
+
+
+_SKIP_BAD: contextvars.ContextVar[bool] = contextvars.ContextVar("skip_bad", default=False)
 
 
 class LayoutError(ValueError):
@@ -80,10 +87,21 @@ def _find_dir(root: Path, key: str) -> Optional[Path]:
     return None
 
 
+def _is_regular(p: Path) -> bool:
+    """A regular file (through symlinks); FIFOs, sockets, devices, broken or looping links are not."""
+    try:
+        return stat.S_ISREG(p.stat().st_mode)
+    except OSError:  # broken link, link loop, permission
+        return False
+
+
 def _image_files(folder: Path) -> list[Path]:
-    files, ignored = [], 0
+    """The image files of ``folder`` in sorted order. Entries that look like images but are not regular
+    files (a directory named ``0_50.jpg``, a FIFO that would block a reader forever, a broken or looping
+    symlink) are listed and stop the run, or are skipped with ``data.skip_bad``."""
+    files, ignored, odd = [], 0, []
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.is_dir():
+        if p.name.startswith("."):
             continue
         if "\\" in p.name:
             raise LayoutError(
@@ -91,12 +109,37 @@ def _image_files(folder: Path) -> list[Path]:
                 f"Unpack the archive with a tool that keeps folders, or rename the file to {p.name.split(chr(92))[-1]!r}"
             )
         if p.suffix.lower() in IMAGE_EXTS:
-            files.append(p)
-        else:
+            if _is_regular(p):
+                files.append(p)
+            else:
+                odd.append(p)
+        elif not p.is_dir():
             ignored += 1
     if ignored:
         log.warning("%s: ignored %d non-image file(s)", folder, ignored)
+    if odd:
+        what = "\n".join(f"  {p}: {_kind(p)}" for p in odd[:50])
+        if not _SKIP_BAD.get():
+            raise LayoutError(f"{len(odd)} unreadable image entr{'y' if len(odd) == 1 else 'ies'} in {folder}:\n{what}\n"
+                              "Remove or replace them, or set data.skip_bad: true to skip them (each is logged).")
+        for p in odd:
+            log.warning("skipping %s: %s", p, _kind(p))
     return files
+
+
+def _kind(p: Path) -> str:
+    if p.is_symlink() and not p.exists():
+        try:
+            p.stat()
+        except OSError as exc:
+            return f"broken or looping symlink ({exc.strerror})"
+    if p.is_dir():
+        return "a directory, not an image file"
+    try:
+        mode = p.stat().st_mode
+    except OSError as exc:
+        return f"cannot stat ({exc.strerror})"
+    return "a FIFO (reading it would block)" if stat.S_ISFIFO(mode) else "not a regular file"
 
 
 def _check_unique_ids(files: list[Path]) -> list[str]:
@@ -151,6 +194,18 @@ def _check_labels(split: Split, num_classes: int, class_src: str) -> None:
         )
 
 
+def _warn_rare_classes(train: Split, counts: np.ndarray) -> None:
+    """Without classes.txt the classes are 0..max label: a class with far fewer images than the others is
+    most likely a mislabelled file (``3_5.jpg`` in a 3-class set makes a 4th class). Say so, with its files."""
+    typical = float(np.median(counts[counts > 0])) if (counts > 0).any() else 0.0
+    for c in np.flatnonzero((counts > 0) & (counts < max(2.0, typical / 5))):
+        files = [str(f) for f, y in zip(train.files, train.labels) if y == c]  # type: ignore[arg-type]
+        log.warning("CLASS %d HAS ONLY %d TRAINING IMAGE(S) (typical: %d) and there is no classes.txt, so it is "
+                    "counted as a class of its own: %s%s. If this is a typo in the file name, rename it; if the class "
+                    "is real, add classes.txt (one name per line) to make the class list explicit",
+                    c, len(files), typical, ", ".join(files[:10]), " ..." if len(files) > 10 else "")
+
+
 def _discover_hw13(root: Path) -> DataLayout:
     tr = _find_dir(root, "train")
     if tr is None:
@@ -170,6 +225,8 @@ def _discover_hw13(root: Path) -> DataLayout:
         if s is not None:
             _check_labels(s, num_classes, src)
     counts = np.bincount(train.labels, minlength=num_classes)  # type: ignore[arg-type]
+    if not _read_classes(root):
+        _warn_rare_classes(train, counts)
     empty = np.flatnonzero(counts == 0)
     if len(empty):
         raise LayoutError(f"{tr}: class {int(empty[0])} ({names[empty[0]]}) has no training images; every class needs some")
@@ -180,7 +237,8 @@ def _discover_hw13(root: Path) -> DataLayout:
 def _class_folder_split(folder: Path, classes: list[str], name: str) -> Split:
     files: list[Path] = []
     labels: list[int] = []
-    present = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    present = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                     and p.suffix.lower() not in IMAGE_EXTS)
     extra = set(present) - set(classes)
     if extra:
         raise LayoutError(f"{folder}: class folder(s) {sorted(extra)} do not exist in the training split")
@@ -197,7 +255,8 @@ def _discover_imagefolder(root: Path) -> DataLayout:
     tr = _find_dir(root, "train")
     if tr is None:
         raise LayoutError(f"{root}: no train/ folder; class-folder layout expects train/<class>/*.jpg")
-    classes = sorted(p.name for p in tr.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p.name for p in tr.iterdir() if p.is_dir() and not p.name.startswith(".")
+                     and p.suffix.lower() not in IMAGE_EXTS)
     if not classes:
         raise LayoutError(f"{tr}: no class folders; expected train/<class>/*.jpg")
     train = _class_folder_split(tr, classes, "train")
@@ -212,20 +271,43 @@ def _discover_imagefolder(root: Path) -> DataLayout:
     return DataLayout("imagefolder", root, train, val, test, len(classes), classes, sub if sub.is_file() else None)
 
 
-def discover(root: str | Path, layout: str = "auto", limit_per_split: Optional[int] = None) -> DataLayout:
-    """Inspect ``root`` and return its splits; raise ``LayoutError`` naming the folder on any mismatch."""
+LAYOUTS: Registry[Callable[[Path], DataLayout]] = Registry("layout")
+LAYOUTS.register("hw13", detect="flat labelled files: training/<label>_<n>.jpg")(_discover_hw13)
+LAYOUTS.register("imagefolder", detect="class folders: train/<class>/*.jpg")(_discover_imagefolder)
+
+
+def detect_layout(root: Path) -> str:
+    """``hw13`` when the training folder holds images, ``imagefolder`` when it holds class folders; a
+    mixture of both is refused (a stray sub-folder must not hide the flat images, or the reverse)."""
+    tr = _find_dir(root, "train")
+    if tr is None:
+        raise LayoutError(
+            f"{root}: no training/ or train/ folder. Expected the HW13 layout (training/<label>_<n>.jpg) "
+            "or class folders (train/<class>/*.jpg)"
+        )
+    entries = [p for p in tr.iterdir() if not p.name.startswith(".")]
+    dirs = sorted(p.name for p in entries if p.is_dir() and p.suffix.lower() not in IMAGE_EXTS)
+    flat = [p for p in entries if p.suffix.lower() in IMAGE_EXTS and _is_regular(p)]
+    if dirs and flat:
+        raise LayoutError(
+            f"{tr} mixes {len(flat)} image file(s) (HW13 layout, e.g. {flat[0].name}) with sub-folder(s) "
+            f"{dirs[:5]} (class-folder layout). Move the stray folder(s) out, or set data.layout: hw13 "
+            "(ignores the folders) or data.layout: imagefolder (ignores the flat files)")
+    return "imagefolder" if dirs else "hw13"
+
+
+def discover(root: str | Path, layout: str = "auto", limit_per_split: Optional[int] = None,
+             skip_bad: bool = False) -> DataLayout:
+    """Inspect ``root`` and return its splits; raise ``LayoutError`` naming the folder on any mismatch.
+    ``skip_bad``: entries that are not readable image files are logged and skipped instead."""
     root = Path(root)
     if not root.is_dir():
         raise LayoutError(f"data folder {root} does not exist; set data.root in the config (or build the demo set with `make demo-data`)")
-    if layout == "auto":
-        tr = _find_dir(root, "train")
-        if tr is None:
-            raise LayoutError(
-                f"{root}: no training/ or train/ folder. Expected the HW13 layout (training/<label>_<n>.jpg) "
-                "or class folders (train/<class>/*.jpg)"
-            )
-        layout = "imagefolder" if any(p.is_dir() and not p.name.startswith(".") for p in tr.iterdir()) else "hw13"
-    out = _discover_hw13(root) if layout == "hw13" else _discover_imagefolder(root)
+    token = _SKIP_BAD.set(skip_bad)
+    try:
+        out = LAYOUTS.get(detect_layout(root) if layout == "auto" else layout)(root)
+    finally:
+        _SKIP_BAD.reset(token)
     if limit_per_split:
         for name in ("train", "val"):  # test stays whole: the submission needs every id
             s = getattr(out, name)

