@@ -5,9 +5,11 @@ A crash mid-write leaves the previous file intact; readers never see half a file
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -15,9 +17,26 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 
+class DiskFullError(OSError):
+    """Not enough free space for a write; the message names the folder and the space needed."""
+
+
+def require_space(folder: str | os.PathLike[str], nbytes: int, what: str = "") -> None:
+    """Raise ``DiskFullError`` unless ``folder`` has ``nbytes`` free (plus 1%% slack): checked before large
+    writes such as memory-mapped arrays, which would otherwise die with a bus error half-way."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if nbytes * 1.01 > free:
+        raise DiskFullError(errno.ENOSPC, f"no space left on {folder}: {what + ' ' if what else ''}needs "
+                            f"~{nbytes / 2**20:,.0f} MB, {free / 2**20:,.0f} MB free. Free some space (e.g. old runs/) "
+                            "or point runs_dir at a larger disk, then rerun the same command")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success it replaces ``path``, on error it is removed."""
+    """Yield a temp path beside ``path``; on success it replaces ``path``, on error it is removed.
+    A full disk (ENOSPC) becomes ``DiskFullError`` naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -28,6 +47,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC and not isinstance(exc, DiskFullError):
+            raise DiskFullError(errno.ENOSPC, f"no space left on {path.parent} while writing {path.name}; free some "
+                                "space, then rerun the same command (the previous file, if any, is intact)") from None
+        raise
+    except RuntimeError as exc:  # torch.save reports a full disk as a RuntimeError ('unexpected pos ...')
+        if "unexpected pos" in str(exc) or "No space left" in str(exc):
+            raise DiskFullError(errno.ENOSPC, f"no space left on {path.parent} while writing {path.name} ({exc}); "
+                                "free some space, then rerun the same command") from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from .atomic import atomic_path, sha256_file, sha256_json, write_json
+from .atomic import atomic_path, require_space, sha256_file, sha256_json, write_json
 from .fields import field
 from .losses import teacher_fields
 
@@ -95,6 +95,7 @@ def content_problem(man: dict[str, Any], need: dict[str, Any]) -> Optional[str]:
 @contextmanager
 def write_array(path: Path, shape: tuple[int, ...], dtype: Any) -> Iterator[np.ndarray]:
     """Yield an ``.npy`` memmap to fill; it is moved into place atomically when the block succeeds."""
+    require_space(path.parent, int(np.prod(shape)) * np.dtype(dtype).itemsize, f"{path.name} {tuple(shape)}")
     with atomic_path(path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         yield arr

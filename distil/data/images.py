@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey block
 
@@ -35,7 +35,7 @@ def load_square(path: str | Path, size: int) -> np.ndarray:
         if im.format == "JPEG":
             im.draft("RGB", (size * 2, size * 2))  # decode big JPEGs at a fraction of full size
         im.load()
-        im = to_rgb(im)
+        im = to_rgb(ImageOps.exif_transpose(im))  # a phone photo's EXIF orientation: pixels as it is shown
         w, h = im.size
         if w < 1 or h < 1:
             raise ValueError("image has zero size")

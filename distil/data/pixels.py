@@ -16,12 +16,13 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ..atomic import atomic_path, remove_stale_temps, sha256_json, write_json
+from ..atomic import atomic_path, remove_stale_temps, require_space, sha256_json, write_json
+from ..locks import held
 from .images import load_square
 from .layout import Split
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3  # 3: EXIF orientation applied
 
 
 class BadImageError(ValueError):
@@ -58,7 +59,7 @@ def split_key(split: Split, size: int) -> str:
     """Hash of the split's files (last three path parts and content) and the size: moving or
     re-copying the data folder keeps the key; changing, adding or removing a file changes it."""
     files = [("/".join(Path(f).parts[-3:]), file_digest(Path(f))) for f in split.files]
-    return sha256_json({"v": FORMAT_VERSION + 1, "size": size, "files": files})
+    return sha256_json({"v": FORMAT_VERSION, "size": size, "files": files})
 
 
 @dataclass
@@ -134,13 +135,19 @@ def build_pixel_cache(
     cached = _load(folder, split.name, key, split)
     if cached is not None:
         return cached
-    folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(folder)
+    with held(folder / ".lock", f"pixel cache {folder}"):
+        return _load(folder, split.name, key, split) or _build(split, size, folder, key, skip_bad, workers)
+
+
+def _build(split: Split, size: int, folder: Path, key: str, skip_bad: bool, workers: int) -> PixelCache:
+    """Decode ``split`` into ``folder`` (the caller holds the folder's lock)."""
+    remove_stale_temps(folder)  # partial arrays of a killed writer
     n = len(split)
     arr_p = folder / f"{split.name}.u8"
     bad: list[tuple[Path, str]] = []
     keep = np.ones(n, dtype=bool)
     jobs = [(str(f), size) for f in split.files]
+    require_space(folder, max(n, 1) * size * size * 3, f"the {split.name} pixel cache ({n} images at {size} px)")
     with atomic_path(arr_p) as tmp:
         out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(max(n, 1), size, size, 3))
         results = _map(jobs, workers)
