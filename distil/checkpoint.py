@@ -71,15 +71,25 @@ class CheckpointSaver:
     def save(self, state: dict[str, Any]) -> None:
         save_torch(self.last, state)
 
-    def resumable(self, config_hash: str) -> Optional[dict[str, Any]]:
-        """The ``last.pt`` state if there is one; refuse one written by a different config."""
+    def resumable(self, config_hash: str, inputs: Optional[dict[str, str]] = None,
+                  rerun_cmd: str = "the same command with resume: never") -> Optional[dict[str, Any]]:
+        """The ``last.pt`` state if there is one. Refuse one written by a different config, or from other
+        inputs (the data or the upstream teacher changed since): resuming it would silently reuse
+        what was trained on the old ones."""
         if not self.last.is_file():
             return None
         state = load_checkpoint(self.last)
         if state.get("config_hash") != config_hash:
             raise ResumeError(
                 f"{self.last} was written by a different config (hash {str(state.get('config_hash'))[:12]}, "
-                f"now {config_hash[:12]}). Delete {self.folder} to start over, put the config back, "
-                "or set resume: never for this stage"
+                f"now {config_hash[:12]}). Put the config back to continue it, or start this stage over with: {rerun_cmd}"
+            )
+        old = state.get("inputs") or {}
+        changed = sorted(k for k in set(old) | set(inputs or {}) if old.get(k) != (inputs or {}).get(k))
+        if changed:
+            raise ResumeError(
+                f"{self.last} was trained on other inputs: {', '.join(changed)} changed since (e.g. images added, "
+                f"relabelled or edited, or a new teacher). Its results would be stale; start this stage over with: "
+                f"{rerun_cmd}"
             )
         return state

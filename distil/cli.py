@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
         sp.add_argument("overrides", nargs="*", help="key=value overrides, e.g. student.epochs=3")
         sp.add_argument("-v", "--verbose", action="store_true")
+        sp.add_argument("--force", action="store_true",
+                        help="start over: no resume from last.pt, no reuse of a finished cache")
         if s in ("submit", "all"):
             sp.add_argument("--upload", action="store_true", help="also upload to Kaggle (sets submit.upload=true)")
     d = sub.add_parser("demo-data", help="build the Fashion-MNIST demo set in the HW13 layout")
@@ -69,18 +71,20 @@ def _errors() -> tuple[type[BaseException], ...]:
             TeacherError, ResumeError, NonFiniteLoss, LossConfigError, FileNotFoundError)
 
 
-def run_stage(stage: str, config: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Run one stage (or ``all``) of ``config`` with ``key=value`` overrides; returns its summary."""
+def run_stage(stage: str, config: str, overrides: Sequence[str] = (), force: bool = False) -> dict[str, Any]:
+    """Run one stage (or ``all``) of ``config`` with ``key=value`` overrides; returns its summary.
+    ``force``: start the stage over instead of resuming or reusing it."""
     from . import distributed
     from .rundir import RunDir
     from .stages import STAGES, pipeline_order
 
     if stage == "all":
-        return {name: run_stage(name, config, overrides) for name in pipeline_order()}
+        return {name: run_stage(name, config, overrides, force) for name in pipeline_order()}
     cfg = load_config(config, list(overrides))
     distributed.init()
     setup_torch(cfg.seed)
-    return STAGES.get(stage)(cfg, RunDir(cfg, config, overrides))
+    with RunDir(cfg, config, overrides, force=force) as rd:
+        return STAGES.get(stage)(cfg, rd)
 
 
 def compare(runs: Sequence[str]) -> str:
@@ -121,10 +125,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     overrides = list(args.overrides) + (["submit.upload=true"] if getattr(args, "upload", False) else [])
     try:
-        result = run_stage(args.stage, args.config, overrides)
+        result = run_stage(args.stage, args.config, overrides, args.force)
     except Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 128 + exc.signum
+    except KeyboardInterrupt:
+        print(f"error: interrupted (Ctrl-C) during {args.stage}; nothing half-written was kept. "
+              "Rerun the same command to continue", file=sys.stderr)
+        return 130
     except _errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

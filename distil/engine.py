@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed
-from .atomic import write_text
+from .atomic import remove_stale_temps, write_text
 from .checkpoint import CheckpointSaver, rng_state, set_rng_state
 from .precision import Precision
 from .progress import progress
@@ -114,6 +114,9 @@ class Engine:
     config: dict[str, Any]
     config_hash: str
     on_best: Callable[[dict[str, Any]], None] = lambda row: None  # writes the deployable model (rank 0)
+    best_ok: Callable[[], bool] = lambda: True  # is the deployable model there and readable?
+    inputs: dict[str, str] = field(default_factory=dict)  # content keys of what the stage reads (data, teacher)
+    rerun_cmd: str = "rerun with resume: never"  # starts this stage over (for refusals)
     precision: Precision = field(default_factory=lambda: Precision(device().type, None))
     metric: str = "val_acc"
     resume: bool = True
@@ -125,6 +128,7 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.saver = CheckpointSaver(self.out_dir)
+        self.best_state: Optional[dict[str, Tensor]] = None  # the trainable state of the best epoch (CPU)
         self.dev = device()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaled)
         self.epoch, self.batch, self.global_step, self.best = 0, 0, 0, -math.inf
@@ -138,8 +142,8 @@ class Engine:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
-            "best": self.best, "history": self.history, "rng": rng_state(),
-            "config": self.config, "config_hash": self.config_hash,
+            "best": self.best, "best_trainable": self.best_state, "history": self.history, "rng": rng_state(),
+            "config": self.config, "config_hash": self.config_hash, "inputs": self.inputs,
         }
 
     def _restore(self, s: dict[str, Any]) -> None:
@@ -149,6 +153,7 @@ class Engine:
         self.scaler.load_state_dict(s["scaler"])
         self.epoch, self.batch, self.global_step = s["epoch"], s["batch"], s["global_step"]
         self.best, self.history = s["best"], list(s["history"])
+        self.best_state = s.get("best_trainable")
         set_rng_state(s["rng"])
 
     def _write_metrics(self) -> None:
@@ -177,8 +182,10 @@ class Engine:
     # ---- loop -----------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if distributed.is_main():
+            remove_stale_temps(self.out_dir)  # a killed checkpoint write leaves .last.pt.*.tmp
         if self.resume:
-            s = self.saver.resumable(self.config_hash)
+            s = self.saver.resumable(self.config_hash, self.inputs, self.rerun_cmd)
             if s is not None:
                 self._restore(s)
                 log.info("resumed from %s at epoch %d batch %d", self.saver.last, self.epoch, self.batch)
@@ -188,7 +195,24 @@ class Engine:
         with _signals() as caught:
             while self.epoch < self.epochs:
                 self._run_epoch(caught)
+        if distributed.is_main() and self.history and not self.best_ok():
+            self._rewrite_best()
         return self.history
+
+    def _rewrite_best(self) -> None:
+        """The deployable model went missing or bad after training (deleted, truncated): write it again
+        from the best epoch's state that ``last.pt`` carries."""
+        if self.best_state is None:
+            return
+        best_row = max(self.history, key=lambda r: r.get(self.metric, -math.inf))
+        now = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        self.module.load_state_dict(self.best_state)
+        try:
+            self.on_best(best_row)
+        finally:
+            self.module.load_state_dict(now)
+        log.warning("the deployable model of %s was missing or unreadable: rewritten from the best epoch (%d) in %s",
+                    self.out_dir, best_row["epoch"], self.saver.last)
 
     def _train_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         with self.precision.autocast():
@@ -258,6 +282,7 @@ class Engine:
         self.epoch, self.batch = self.epoch + 1, 0
         if distributed.is_main():
             if is_best:
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
                 self.on_best(row)
             self.saver.save(self.state())
             self._write_metrics()

@@ -7,12 +7,14 @@ import json
 import shlex
 import shutil
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import distributed
 from .atomic import write_json
 from .config import REPO_ROOT, Config
+from .locks import held
 
 
 def program() -> str:
@@ -37,27 +39,44 @@ def _rel(p: Path) -> str:
 class RunDir:
     """``runs/<name>`` of a config; ``config_path`` and ``overrides`` are how the user asked for it."""
 
-    def __init__(self, cfg: Config, config_path: Optional[str] = None, overrides: Sequence[str] = ()):
+    def __init__(self, cfg: Config, config_path: Optional[str] = None, overrides: Sequence[str] = (), force: bool = False):
         self.cfg, self.root = cfg, cfg.run_dir
         self.config_path = config_path or f"configs/{cfg.name}.yaml"
         self.overrides = list(overrides)
+        self.force = force  # start the stage over: no resume, no reuse
+        self._locks = ExitStack()
+        self._held: set[str] = set()
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._locks.close()
 
     def stage(self, name: str, save_config: bool = True) -> Path:
-        """``runs/<name>/<stage>/``, created, with the resolved config written beside its artifacts."""
+        """``runs/<name>/<stage>/``, created and locked for this process (another run writing it is
+        waited for), with the resolved config written beside its artifacts. Call it once the stage's
+        checks have passed, so a refused run leaves the finished run's record as it was."""
         d = self.root / name
         d.mkdir(parents=True, exist_ok=True)
-        if save_config and distributed.is_main():
-            self.cfg.save(d / "config.yaml")
+        if distributed.is_main():
+            lock = d / ".lock"
+            if str(lock) not in self._held:
+                self._locks.enter_context(held(lock, f"{self.relative(d)}"))
+                self._held.add(str(lock))
+            if save_config:
+                self.cfg.save(d / "config.yaml")
         return d
 
-    def command(self, stage: str) -> str:
-        """The command line that re-runs ``stage`` with the same config and overrides."""
+    def command(self, stage: str, force: bool = False) -> str:
+        """The command line that re-runs ``stage`` with the same config and overrides (``--force``: over)."""
         cfg_path = self.config_path
         try:
             cfg_path = str(Path(cfg_path).resolve().relative_to(Path.cwd()))
         except ValueError:
             pass
-        return " ".join([program(), stage, "--config", shlex.quote(cfg_path), *map(shlex.quote, self.overrides)])
+        return " ".join([program(), stage, "--config", shlex.quote(cfg_path), *(["--force"] if force else []),
+                         *map(shlex.quote, self.overrides)])
 
     def finish(self, out: Path, section: Optional[str], result: dict[str, Any]) -> dict[str, Any]:
         """Record a finished stage: ``summary.json`` section (if any) and ``<out>/done.json`` (rank 0 only)."""

@@ -78,7 +78,7 @@ def test_resume_with_other_config_is_refused(tmp_path):
     eng, _ = make_engine(tmp_path, epochs=1)
     eng.fit()
     other, _ = make_engine(tmp_path, epochs=1, config_hash="h2")
-    with pytest.raises(ResumeError, match="different config.*Delete"):
+    with pytest.raises(ResumeError, match="different config.*start this stage over with"):
         other.fit()
 
 

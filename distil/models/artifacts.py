@@ -85,3 +85,17 @@ def load_teacher(folder: Path, how: str = "run the teacher stage first") -> tupl
         raise ArtifactError(f"{Path(folder) / 'teacher.json'}: cannot build the teacher ({exc}); {how}") from None
     load_weights(model, folder, "teacher", how)
     return freeze(model), meta
+
+
+def artifact_ok(folder: Path, stem: str) -> bool:
+    """Whether ``folder/<stem>.{json,safetensors}`` are there and readable (header and sizes checked,
+    no tensors loaded)."""
+    from safetensors import safe_open
+
+    try:
+        read_meta(folder, stem, "")
+        with safe_open(str(Path(folder) / f"{stem}.safetensors"), "pt") as f:
+            f.keys()
+    except (ArtifactError, SafetensorError, OSError):
+        return False
+    return True

@@ -37,7 +37,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     images = distill_set(cfg, layout, train, cfg.cache.unlabeled)
     key, need = tcache.expected_key(cfg, images.pixel_key, images.unlabeled_key), tcache.needed(cfg, build=True)
     out = rd.stage("cache")
-    if tcache.is_valid(out, key, need):
+    if not rd.force and tcache.is_valid(out, key, need):
         return rd.finish(out, None, {"reused": True, "folder": rd.relative(out), "wall_s": round(time.time() - t0, 1)})
     if distributed.is_main():
         (out / "manifest.json").unlink(missing_ok=True)  # invalidate first: a crash below leaves no trusted cache

@@ -15,7 +15,9 @@ from ..engine import Engine, device, optimization
 from ..fields import field_dims, fields_of
 from ..losses import teacher_fields
 from ..losses.criterion import Criterion, needs
+from ..atomic import sha256_file
 from ..models import check_budget, create_student, save_artifact
+from ..models.artifacts import artifact_ok
 from ..precision import resolve
 from ..rundir import RunDir
 from ..tasks import Distiller
@@ -72,11 +74,19 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     def on_best(row: dict[str, Any]) -> None:
         save_artifact(out, "student", student, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
 
+    inputs = {"train images": images.pixel_key, "validation images": val.key}
+    if images.unlabeled_key:
+        inputs["unlabelled images"] = images.unlabeled_key
+    if uses_teacher:
+        inputs["teacher"] = sha256_file(cfg.teacher_dir / "teacher.safetensors")
     precision = resolve(sc.amp, dev)
     engine = Engine(module=distiller, loader=train_dl, val_loader=val_dl, optimizer=opt, scheduler=sched,
                     epochs=sc.epochs, out_dir=out, config=cfg.to_dict(),
                     config_hash=cfg.digest("data", "teacher", "cache", "student", "seed"), on_best=on_best,
-                    precision=precision, resume=sc.resume == "auto", max_steps_per_epoch=sc.max_steps_per_epoch,
+                    best_ok=lambda: artifact_ok(out, "student"), inputs=inputs,
+                    rerun_cmd=rd.command("student", force=True),
+                    precision=precision, resume=sc.resume == "auto" and not rd.force,
+                    max_steps_per_epoch=sc.max_steps_per_epoch,
                     resume_cmd=rd.command("student"), sync_bn=sc.sync_bn, compile=sc.compile)
     history = engine.fit()
     result = {"name": sc.model, "params": params, "budget": sc.budget, "val_acc": max(h["val_acc"] for h in history),

@@ -13,6 +13,7 @@ from ..data import open_data, pixels
 from ..data.datasets import AugmentedImages, Normalize, PlainImages, loader
 from ..engine import Engine, device, optimization
 from ..models import count_params, save_artifact
+from ..models.artifacts import artifact_ok
 from ..models.teacher import TeacherError, create_teacher, teacher_norm
 from ..precision import resolve
 from ..rundir import RunDir
@@ -55,7 +56,10 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     precision = resolve(tc.amp, dev)
     engine = Engine(module=task, loader=train_dl, val_loader=val_dl, optimizer=opt, scheduler=sched, epochs=tc.epochs,
                     out_dir=out, config=cfg.to_dict(), config_hash=cfg.digest("data", "teacher", "seed"),
-                    on_best=on_best, precision=precision, resume=tc.resume == "auto",
+                    on_best=on_best, best_ok=lambda: artifact_ok(out, "teacher"),
+                    inputs={"train images": train.key, "validation images": val.key},
+                    rerun_cmd=rd.command("teacher", force=True),
+                    precision=precision, resume=tc.resume == "auto" and not rd.force,
                     max_steps_per_epoch=tc.max_steps_per_epoch, resume_cmd=rd.command("teacher"),
                     sync_bn=tc.sync_bn, compile=tc.compile)
     history = engine.fit()
