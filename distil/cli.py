@@ -97,8 +97,15 @@ def compare(runs: Sequence[str]) -> str:
         if not p.is_file():
             rows.append(f"| {r} | (no summary.json) | | | | | |")
             continue
-        s = json.loads(p.read_text())
-        t, c, st = s.get("teacher", {}), s.get("cache", {}), s.get("student", {})
+        try:
+            s = json.loads(p.read_text())
+            t, c, st = s.get("teacher", {}), s.get("cache", {}), s.get("student", {})
+            t.get, c.get, st.get  # noqa: B018 - sections must be mappings
+            float(t.get("val_acc", float("nan"))), float(st.get("val_acc", float("nan")))
+        except (ValueError, AttributeError, TypeError, OSError) as exc:
+            logging.getLogger(__name__).warning("skipping %s: malformed summary.json (%s)", p, exc)
+            rows.append(f"| {r} | (malformed summary.json) | | | | | |")
+            continue
         rows.append(f"| {s.get('name', r)} | {t.get('name', '-')} | {t.get('val_acc', float('nan')):.4f} | {st.get('name', '-')} "
                     f"| {st.get('params', '-')} | {st.get('val_acc', float('nan')):.4f} | "
                     f"{t.get('train_s', '-')}/{c.get('wall_s', '-')}/{st.get('train_s', '-')} |")

@@ -44,9 +44,14 @@ def validate(df: pd.DataFrame, *, num_classes: int, sample: Optional[pd.DataFram
     dup = ids[ids.duplicated()]
     if len(dup):
         raise SubmissionError(f"{src}: duplicate Id {dup.iloc[0]!r} ({len(dup)} duplicates)")
-    bad = cats[~cats.str.fullmatch(r"\d+")]
+    # ASCII digits only, no leading zeros (Kaggle scores '01' and a full-width '１' as wrong), in range
+    bad = cats[~cats.str.fullmatch(r"0|[1-9][0-9]*", flags=re.ASCII)]
     if len(bad):
-        raise SubmissionError(f"{src}: Category {bad.iloc[0]!r} (row {bad.index[0] + 2}) is not a non-negative integer")
+        raise SubmissionError(f"{src}: Category {bad.iloc[0]!r} (row {bad.index[0] + 2}) is not a plain non-negative "
+                              "integer (ASCII digits, no sign, no leading zero)")
+    long = cats[cats.str.len() > len(str(num_classes))]
+    if len(long):
+        raise SubmissionError(f"{src}: Category {long.iloc[0][:30]!r} (row {long.index[0] + 2}) is outside 0..{num_classes - 1}")
     big = cats[cats.astype(np.int64) >= num_classes]
     if len(big):
         raise SubmissionError(f"{src}: Category {big.iloc[0]} (row {big.index[0] + 2}) is outside 0..{num_classes - 1}")
@@ -68,11 +73,15 @@ def validate(df: pd.DataFrame, *, num_classes: int, sample: Optional[pd.DataFram
 
 
 def read_sample(path: Optional[Path]) -> Optional[pd.DataFrame]:
+    """The competition's sample submission; its header must be exactly ``Id,Category``, the format this
+    pipeline writes (a sample with other columns describes another competition's format)."""
     if path is None:
         return None
     df = read_csv(path)
-    if list(df.columns)[:1] != ["Id"]:
-        raise SubmissionError(f"{path}: sample submission must start with an 'Id' column")
+    if list(df.columns) != HEADER:
+        raise SubmissionError(f"{path}: sample submission header is {','.join(map(str, df.columns))!r}, expected "
+                              "'Id,Category'; this is not an HW13-style sample submission (wrong file, or another "
+                              "competition's format)")
     return df
 
 

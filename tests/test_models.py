@@ -11,11 +11,14 @@ class Exactly(nn.Module):
         self.w = nn.Parameter(torch.zeros(n))
         self.register_buffer("not_counted", torch.zeros(1000))
 
+    def forward(self, x):
+        return x.mean() + self.w.sum()
+
 
 def test_gate_accepts_59999_and_refuses_60001():
     assert check_budget(Exactly(59_999), 60_000) == 59_999
     assert check_budget(Exactly(60_000), 60_000) == 60_000
-    with pytest.raises(BudgetError, match=r"60,001 parameters, 1 over the budget of 60,000"):
+    with pytest.raises(BudgetError, match=r"60,001 parameters \(60,001 unique, .*\), 1 over the budget of 60,000"):
         check_budget(Exactly(60_001), 60_000)
 
 
@@ -67,3 +70,32 @@ def test_channel_shuffle_interleaves_groups():
 
     x = torch.arange(6.0).view(1, 6, 1, 1)
     assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+
+
+class SharedTwice(nn.Module):
+    """A block applied twice: its weights exist once but torchsummary counts them twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.block(self.block(self.stem(x)))
+        return self.head(y.mean((2, 3)))
+
+
+def test_a_module_applied_twice_is_gated_on_the_torchsummary_count():
+    from distil.models import param_count
+
+    m = SharedTwice()
+    stem, block, head = 3 * 8 * 9 + 8, 8 * 8 * 9 + 8, 8 * 2 + 2
+    c = param_count(m)
+    assert (c.unique, c.applied, c.gated) == (stem + block + head, stem + 2 * block + head, stem + 2 * block + head)
+    assert check_budget(m, c.applied) == c.applied
+    with pytest.raises(BudgetError, match=rf"{c.applied:,} parameters \({c.unique:,} unique, {c.applied:,} counted per use"):
+        check_budget(m, c.applied - 1)  # under budget by the unique count, over by torchsummary's
+    for name in STUDENTS.names():  # the zoo shares nothing: both counts agree
+        c = param_count(create_student(name, 11))
+        assert c.unique == c.applied

@@ -26,9 +26,14 @@ def test_writer_output_is_valid_and_ordered_like_the_sample(tmp_path):
     (lambda d: d.rename(columns={"Category": "Label"}), "header"),
     (lambda d: d.iloc[:4], "1 id.s. missing"),
     (lambda d: pd.concat([d, pd.DataFrame({"Id": ["0009"], "Category": ["1"]})]), "not in the sample"),
-    (lambda d: d.assign(Category=["1", "x", "2", "2", "1"]), "'x'.*not a non-negative integer"),
+    (lambda d: d.assign(Category=["1", "x", "2", "2", "1"]), "'x'.*not a plain non-negative integer"),
+    (lambda d: d.assign(Category=["1", "\u0661", "2", "2", "1"]), "not a plain non-negative integer"),  # Arabic-Indic 1
+    (lambda d: d.assign(Category=["1", "\uff11", "2", "2", "1"]), "not a plain non-negative integer"),  # full-width 1
+    (lambda d: d.assign(Category=["1", "01", "2", "2", "1"]), "'01'.*no leading zero"),
+    (lambda d: d.assign(Category=["1", "9" * 40, "2", "2", "1"]), "outside 0..10"),  # no OverflowError
+    (lambda d: d.assign(Category=["1", "+1", "2", "2", "1"]), "no sign"),
     (lambda d: d.assign(Category=["1", "1.0", "2", "2", "1"]), "'1.0'"),
-    (lambda d: d.assign(Category=["1", "", "2", "2", "1"]), "not a non-negative integer"),
+    (lambda d: d.assign(Category=["1", "", "2", "2", "1"]), "not a plain non-negative integer"),
     (lambda d: d.assign(Category=["1", "11", "2", "2", "1"]), "outside 0..10"),
     (lambda d: d.assign(Id=["0", "1", "2", "3", "4"]), "lost its zero padding"),
     (lambda d: d.assign(Id=["0000", "0000", "0002", "0003", "0004"]), "duplicate Id '0000'"),
@@ -111,3 +116,11 @@ def test_fuzz_validator_never_crashes(text):
         validate(df, num_classes=11, sample=SAMPLE)
     except SubmissionError:
         pass
+
+
+def test_a_sample_submission_with_another_header_is_refused(tmp_path):
+    sample = tmp_path / "sample_submission.csv"
+    sample.write_text("Id,Label\n0000,0\n")
+    with pytest.raises(SubmissionError, match="sample submission header is 'Id,Label', expected 'Id,Category'"):
+        write_submission(tmp_path / "out.csv", ["0000"], np.array([1]), num_classes=3, sample_path=sample)
+    assert not (tmp_path / "out.csv").exists()

@@ -1,8 +1,8 @@
 """Models: the student zoo (``STUDENTS``), the timm teacher, the parameter-count gate and the
 deployable artifacts (safetensors + json)."""
 from .artifacts import ArtifactError, load_student, load_teacher, save_artifact
-from .budget import BudgetError, check_budget, count_params
+from .budget import BudgetError, ParamCount, check_budget, count_params, param_count
 from .students import STUDENTS, StudentNet, create_student
 
-__all__ = ["STUDENTS", "StudentNet", "create_student", "BudgetError", "check_budget", "count_params",
+__all__ = ["STUDENTS", "StudentNet", "create_student", "BudgetError", "ParamCount", "check_budget", "count_params", "param_count",
            "ArtifactError", "load_student", "load_teacher", "save_artifact"]

@@ -68,7 +68,7 @@ def load_student(folder: Path, budget: int, how: str = "run the student stage fi
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"{Path(folder) / 'student.json'}: cannot build the student ({exc}); {how}") from None
     load_weights(model, folder, "student", how)
-    check_budget(model, budget, f"student {Path(folder) / 'student.safetensors'}")
+    check_budget(model, budget, f"student {Path(folder) / 'student.safetensors'}", int(meta.get("img_size", 32)))
     return model.eval(), meta
 
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from . import STAGES
 from ..config import Config
-from ..models import STUDENTS, count_params, create_student
+from ..models import STUDENTS, create_student, param_count
 from ..rundir import RunDir
 
 
@@ -23,13 +23,15 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     rows = []
     for name in STUDENTS:
         kwargs = cfg.student.kwargs if name == cfg.student.model else {}
-        n = count_params(create_student(name, num_classes, **kwargs))
-        rows.append({"student": name, "kwargs": kwargs, "params": n, "budget": cfg.student.budget,
-                     "ok": n <= cfg.student.budget, "configured": name == cfg.student.model})
-    print(f"{'':1} {'student':10} {'params':>8} {'budget':>8}  verdict   (num_classes={num_classes})")
+        c = param_count(create_student(name, num_classes, **kwargs), cfg.student.img_size)
+        rows.append({"student": name, "kwargs": kwargs, "params": c.gated, "unique": c.unique, "applied": c.applied,
+                     "budget": cfg.student.budget, "ok": c.gated <= cfg.student.budget,
+                     "configured": name == cfg.student.model})
+    print(f"{'':1} {'student':10} {'unique':>8} {'applied':>8} {'budget':>8}  verdict   (num_classes={num_classes}; "
+          "applied = per use, as torchsummary counts; the gate takes the larger)")
     for r in rows:
         mark = "*" if r["configured"] else " "
-        print(f"{mark} {r['student']:10} {r['params']:>8,} {r['budget']:>8,}  {'ok' if r['ok'] else 'OVER'}")
+        print(f"{mark} {r['student']:10} {r['unique']:>8,} {r['applied']:>8,} {r['budget']:>8,}  {'ok' if r['ok'] else 'OVER'}")
     configured = next(r for r in rows if r["configured"])
     if not configured["ok"]:
         from ..models import BudgetError

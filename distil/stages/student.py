@@ -34,7 +34,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     uses_teacher = any(teacher_fields(t.name) for t in terms)
     layout = open_data(cfg)
     student = create_student(sc.model, layout.num_classes, **sc.kwargs)
-    params = check_budget(student, sc.budget, f"student {sc.model!r}")  # the gate: before any training
+    params = check_budget(student, sc.budget, f"student {sc.model!r}", sc.img_size)  # the gate: before any training
     train, val = pixels(cfg, layout, "train"), pixels(cfg, layout, "val")
     dev = device()
     # unlabelled images carry only teacher targets: a student without teacher terms trains on the labelled ones
