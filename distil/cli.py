@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
+    from .atomic import DiskFullError
     from .checkpoint import ResumeError
     from .data import BadImageError, LayoutError
     from .engine import NonFiniteLoss
@@ -68,7 +69,7 @@ def _errors() -> tuple[type[BaseException], ...]:
     from .teacher_cache import StaleCacheError
 
     return (ConfigError, LayoutError, BadImageError, BudgetError, StaleCacheError, SubmissionError, ArtifactError,
-            TeacherError, ResumeError, NonFiniteLoss, LossConfigError, FileNotFoundError)
+            TeacherError, ResumeError, NonFiniteLoss, LossConfigError, DiskFullError, FileNotFoundError)
 
 
 def run_stage(stage: str, config: str, overrides: Sequence[str] = (), force: bool = False) -> dict[str, Any]:

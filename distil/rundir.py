@@ -78,6 +78,12 @@ class RunDir:
         return " ".join([program(), stage, "--config", shlex.quote(cfg_path), *(["--force"] if force else []),
                          *map(shlex.quote, self.overrides)])
 
+    def teacher_command(self) -> str:
+        """The command that trains (or repairs) the teacher this run uses (another run's with ``teacher_from``)."""
+        if self.cfg.teacher_from:
+            return f"{program()} teacher --config configs/{self.cfg.teacher_from}.yaml"
+        return self.command("teacher")
+
     def finish(self, out: Path, section: Optional[str], result: dict[str, Any]) -> dict[str, Any]:
         """Record a finished stage: ``summary.json`` section (if any) and ``<out>/done.json`` (rank 0 only)."""
         if distributed.is_main():

@@ -68,12 +68,14 @@ def cache_key(*, teacher_sha256: str, pixel_key: str, img_size: int, mean: Any, 
     return key
 
 
-def expected_key(cfg: Any, pixel_key: str, unlabeled_key: Optional[str] = None) -> dict[str, Any]:
-    """The key the cache of ``cfg`` must carry: from the teacher's deployable files and the data."""
+def expected_key(cfg: Any, pixel_key: str, unlabeled_key: Optional[str] = None,
+                 teacher_cmd: str = "the teacher stage") -> dict[str, Any]:
+    """The key the cache of ``cfg`` must carry: from the teacher's deployable files and the data.
+    ``teacher_cmd`` (for messages) trains the teacher."""
     from .models.artifacts import read_meta
 
     folder = cfg.teacher_dir
-    meta = read_meta(folder, "teacher", f"train it first: the teacher stage of {folder.parent.name}")
+    meta = read_meta(folder, "teacher", f"run the teacher stage: {teacher_cmd}")
     return cache_key(teacher_sha256=sha256_file(folder / "teacher.safetensors"), pixel_key=pixel_key,
                      img_size=meta["img_size"], mean=meta["mean"], std=meta["std"], views=cfg.cache.views,
                      scale_min=cfg.cache.scale_min, seed=cfg.seed, unlabeled_key=unlabeled_key)

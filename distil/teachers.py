@@ -32,9 +32,9 @@ class OnlineTeacher(nn.Module):
     """A fine-tuned teacher run on the student's view at the teacher's size: frozen three ways
     (``eval()``, ``requires_grad_(False)``, ``torch.inference_mode()``)."""
 
-    def __init__(self, folder: Path, fields: list[str], layer: Optional[int]):
+    def __init__(self, folder: Path, fields: list[str], layer: Optional[int], how: str = "run the teacher stage first"):
         super().__init__()
-        self.model, meta = load_teacher(folder)
+        self.model, meta = load_teacher(folder, how)
         self.norm = Normalize(meta["mean"], meta["std"])
         self.img_size, self.fields, self.layer = int(meta["img_size"]), list(fields), layer
         self.dims: dict[str, Optional[int]] = dict(field_dims(self.model, self.img_size, self.fields, layer))

@@ -35,7 +35,9 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     layout = open_data(cfg)
     train, val = pixels(cfg, layout, "train"), pixels(cfg, layout, "val")
     images = distill_set(cfg, layout, train, cfg.cache.unlabeled)
-    key, need = tcache.expected_key(cfg, images.pixel_key, images.unlabeled_key), tcache.needed(cfg, build=True)
+    how = f"run the teacher stage: {rd.teacher_command()}"
+    key = tcache.expected_key(cfg, images.pixel_key, images.unlabeled_key, rd.teacher_command())
+    need = tcache.needed(cfg, build=True)
     out = rd.stage("cache")
     if not rd.force and tcache.is_valid(out, key, need):
         return rd.finish(out, None, {"reused": True, "folder": rd.relative(out), "wall_s": round(time.time() - t0, 1)})
@@ -46,7 +48,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
             shutil.rmtree(d, ignore_errors=True)
     distributed.barrier()
     dev = device()
-    model, meta = load_teacher(cfg.teacher_dir)
+    model, meta = load_teacher(cfg.teacher_dir, how)
     model.to(dev)
     if cfg.teacher.channels_last:
         model.to(memory_format=torch.channels_last)

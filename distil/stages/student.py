@@ -43,10 +43,11 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     teacher_need = {**need, "stored": sorted(set().union(*(teacher_fields(t.name) for t in terms)))}
     online = cached = None
     if uses_teacher and sc.teacher_mode == "online":
-        online = OnlineTeacher(cfg.teacher_dir, teacher_need["stored"], teacher_need["feature_layer"])
+        online = OnlineTeacher(cfg.teacher_dir, teacher_need["stored"], teacher_need["feature_layer"],
+                               f"run the teacher stage: {rd.teacher_command()}")
         views, teacher_dims = tcache.views_for(cfg, len(images)), online.dims
     elif uses_teacher:
-        key = tcache.expected_key(cfg, images.pixel_key, images.unlabeled_key)
+        key = tcache.expected_key(cfg, images.pixel_key, images.unlabeled_key, rd.teacher_command())
         cached = CachedTeacher(cfg.run_dir / "cache", key, teacher_need, rd.command("cache"))
         views, teacher_dims = cached.views, cached.dims
     else:

@@ -1,0 +1,217 @@
+"""Nothing stale, nothing silent: each case here is a way a run could go wrong quietly or loudly
+without help; each gets a named refusal with the command that recovers, and the recovery works."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from distil.cli import main
+from distil.config import ConfigError, load_config
+from tests.conftest import tiny_config
+
+
+def run(cfg, *args):
+    return main([args[0], "--config", str(cfg), *args[1:]])
+
+
+def hint(err: str, after: str) -> list[str]:
+    """The command a message gives (after ``after``), as argv for ``main``."""
+    import shlex
+
+    words = shlex.split(err.split(after)[1].strip().splitlines()[0])
+    return words[words.index("distil") + 1:] if "distil" in words else words[1:]
+
+
+def test_data_changed_after_training_is_refused_then_rerun(tmp_path, hw13, capsys):
+    cfg = tiny_config(tmp_path, hw13)
+    for stage in ("teacher", "cache", "student", "submit"):
+        assert run(cfg, stage) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    # relabel one training image: every stage that read it is stale
+    (hw13 / "training" / "0_0.jpg").rename(hw13 / "training" / "1_99.jpg")
+    assert run(cfg, "teacher") == 2
+    err = capsys.readouterr().err
+    assert "trained on other inputs: train images changed" in err and "--force" in err
+    assert main(hint(err, "start this stage over with:")) == 0  # the command it gives re-runs the teacher
+    assert run(cfg, "student") == 2  # the cache of the old teacher is refused
+    assert "stale" in capsys.readouterr().err
+    assert run(cfg, "cache") == 0
+    assert run(cfg, "student") == 2  # the old student: other images, other teacher
+    err = capsys.readouterr().err
+    assert "teacher, train images changed" in err
+    assert run(cfg, "student", "--force") == 0
+    # a new evaluation image: submit predicts it (it never reuses an old CSV)
+    Image.open(hw13 / "evaluation" / "0000.jpg").save(hw13 / "evaluation" / "0006.jpg")
+    with open(hw13 / "sample_submission.csv", "a") as fh:
+        fh.write("0006,0\n")
+    assert run(cfg, "submit") == 0
+    assert (tmp_path / "subs" / "tiny.csv").read_text().splitlines()[-1].startswith("0006,")
+
+
+@pytest.mark.parametrize("override,key", [
+    ("student.kwargs={widht: 0.5}", "widht"),
+    ("cache.feature_layer=99", "cache.feature_layer 99"),
+    ("student.losses=[{name: fitnet}]", "cache.feature_layer is not set"),
+    ("seed=-1", "seed"),
+    ("student.losses=[]", "student.losses"),
+    ("student.losses=[{name: kd, kwargs: {temperature: abc}}]", "temperature"),
+    ("student.losses=[{name: kd, kwargs: {temperature: -1}}]", "temperature"),
+    ("student.losses=[{name: ce, kwargs: {label_smoothing: 2.0}}]", "label_smoothing"),
+    ("student.label_smoothing=0.1", "student.label_smoothing: unknown key"),
+    ("student.model=resnet", "unknown student 'resnet'"),
+    ("name=../../x", "name"),
+])
+def test_bad_values_fail_at_load_before_any_training(tmp_path, hw13, capsys, override, key):
+    cfg = tiny_config(tmp_path, hw13)
+    assert run(cfg, "teacher", override) == 2
+    assert key in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_duplicate_yaml_keys_are_refused_with_both_lines(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("data: {root: x}\nstudent:\n  epochs: 3\nteacher: {epochs: 1}\nstudent:\n  epochs: 5\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'student' \(first on line 2, again on line 5\)"):
+        load_config(p)
+
+
+def test_compile_acts(tmp_path, hw13, monkeypatch, capsys):
+    import torch
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(type(m).__name__) or m)
+    cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 1, "compile": True})
+    assert run(cfg, "student") == 0, capsys.readouterr().err
+    assert compiled == ["Distiller"]
+
+
+@pytest.fixture
+def cached(tmp_path, hw13, capsys):
+    cfg = tiny_config(tmp_path, hw13, student={"epochs": 1})
+    for stage in ("teacher", "cache"):
+        assert run(cfg, stage) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    return cfg
+
+
+@pytest.mark.parametrize("damage", ["views.npy", "logits.npy", "manifest.json"])
+def test_empty_cache_files_are_named_and_the_rebuild_command_works(cached, capsys, damage):
+    p = load_config(cached).run_dir / "cache" / damage
+    p.write_text("[]" if damage == "manifest.json" else "")
+    assert run(cached, "student") == 2
+    err = capsys.readouterr().err
+    assert "Rebuild it with:" in err and "Traceback" not in err
+    assert main(hint(err, "Rebuild it with:")) == 0
+    assert run(cached, "student") == 0
+
+
+def test_a_truncated_teacher_is_named_and_rewritten_by_the_teacher_stage(cached, capsys):
+    art = load_config(cached).run_dir / "teacher" / "teacher.safetensors"
+    good = art.read_bytes()
+    art.write_bytes(good[: len(good) // 2])
+    assert run(cached, "cache", "cache.views=3") == 2
+    err = capsys.readouterr().err
+    assert "teacher.safetensors" in err and "distil teacher --config" in err and "Traceback" not in err
+    assert main(hint(err, "run the teacher stage:")) == 0  # resumes the finished teacher: rewrites its model
+    assert art.read_bytes() == good
+    assert run(cached, "cache", "cache.views=3") == 0
+
+
+def test_a_deleted_student_is_written_again_by_rerunning_the_stage(cached, capsys):
+    assert run(cached, "student") == 0
+    folder = load_config(cached).run_dir / "student"
+    good = (folder / "student.safetensors").read_bytes()
+    (folder / "student.safetensors").unlink()
+    assert run(cached, "submit") == 2
+    err = capsys.readouterr().err
+    assert "no student" in err and "distil student --config" in err
+    assert run(cached, "student") == 0
+    assert (folder / "student.safetensors").read_bytes() == good
+    assert run(cached, "submit") == 0
+
+
+def test_a_full_disk_is_named_before_the_memmap_and_leaves_no_temp(tmp_path, hw13, monkeypatch, capsys):
+    import collections
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    cfg = tiny_config(tmp_path, hw13)
+    assert run(cfg, "teacher") == 2
+    err = capsys.readouterr().err
+    assert "no space left on" in err and "pixel cache" in err and "MB" in err
+    assert not list((tmp_path / "runs").rglob("*.tmp"))
+
+
+def test_enospc_in_a_checkpoint_write_is_named(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    from distil.atomic import DiskFullError, save_torch
+
+    def full(obj, f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    (tmp_path / "last.pt").write_bytes(b"old")
+    with pytest.raises(DiskFullError, match=f"no space left on {tmp_path} while writing last.pt"):
+        save_torch(tmp_path / "last.pt", {})
+    assert (tmp_path / "last.pt").read_bytes() == b"old" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_killed_checkpoint_write_leaves_no_temp_after_the_next_run(tmp_path, hw13, capsys):
+    cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 1})
+    folder = tmp_path / "runs" / "tiny" / "student"
+    folder.mkdir(parents=True)
+    (folder / ".last.pt.x1y2.tmp").write_bytes(b"half")
+    assert run(cfg, "student") == 0, capsys.readouterr().err
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_a_second_run_waits_for_the_first_and_says_who_holds_it(cached, capsys):
+    from distil.locks import held
+
+    folder = load_config(cached).run_dir / "cache"
+    with held(folder / ".lock", "test"):
+        proc = subprocess.Popen([sys.executable, "-m", "distil", "cache", "--config", str(cached)],
+                                stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = ""
+        while "in use by" not in line and proc.poll() is None:
+            line = proc.stderr.readline()
+        assert "is in use by pid" in line and str(os.getpid()) in line
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert '"reused": true' in out
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path, hw13, monkeypatch, capsys):
+    import distil.cli
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distil.cli, "run_stage", interrupted)
+    assert main(["cache", "--config", str(tiny_config(tmp_path, hw13))]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: interrupted (Ctrl-C) during cache") and "\n" not in err
+
+
+def test_rerun_commands_keep_the_users_overrides(tmp_path, hw13):
+    from distil.rundir import RunDir
+
+    cfg_path = tiny_config(tmp_path, hw13)
+    rd = RunDir(load_config(cfg_path, ["student.epochs=3"]), str(cfg_path), ["student.epochs=3", "name=a b"])
+    assert rd.command("student", force=True).endswith(f"student --config {cfg_path} --force student.epochs=3 'name=a b'")
+
+
+def test_compare_skips_a_malformed_summary(tmp_path, capsys, caplog):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text('{"teacher": [1, 2]}')
+    assert main(["compare", str(tmp_path / "bad")]) == 0
+    assert "(malformed summary.json)" in capsys.readouterr().out and "skipping" in caplog.text
