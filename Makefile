@@ -1,8 +1,14 @@
 # distil: `make` runs the whole pipeline on the embedded default (Fashion-MNIST demo);
 # `make test` runs the tests. Both create .venv on first use.
-#   make teacher student submit CONFIG=configs/food10-mini.yaml
+#
+# The pipeline's stages, in order (`.venv/bin/distil --help` lists them from the stage registry):
+#   teacher -> cache -> student -> submit        tools: export, report, params
+#   make submit CONFIG=configs/food10-mini.yaml  runs every stage up to submit; each one that is finished
+#                                                with the same config and inputs is reused in seconds
+#   make student ARGS="student.epochs=3"         key=value overrides (a changed config is refused, not ignored)
+#   make student FORCE=1                         start only that stage over (same as `distil student --force`)
+#   make clean-student                           delete one stage's folder (clean-teacher, clean-cache, ...)
 #   make submit KAGGLE=1 COMPETITION=ml2023spring-hw13
-# Stages are file targets: a finished stage is not redone (unless its config file changed).
 
 CONFIG ?= configs/demo.yaml
 NAME   := $(basename $(notdir $(CONFIG)))
@@ -10,18 +16,22 @@ ARGS   ?=
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+DISTIL := $(VENV)/bin/distil
 STAMP  := $(VENV)/.installed
 RUN    := runs/$(NAME)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 UPLOAD := $(if $(filter 1 yes true,$(KAGGLE)),--upload,)
 COMP   := $(if $(COMPETITION),submit.competition=$(COMPETITION),)
+# --force only for the stage named on the command line, not for the stages it depends on
+FORCED  = $(if $(and $(filter 1 yes true,$(FORCE)),$(filter $@,$(MAKECMDGOALS))),--force,)
+STAGES := teacher cache student submit export report params
 
-.PHONY: all setup test teacher cache student submit params demo-data clean-run benchmarks food11-data
+.PHONY: all setup test help $(STAGES) demo-data clean-run benchmarks food11-data
 
 all: submit
 	@echo "submission: submissions/$(NAME).csv"
-	@$(PY) -m distil compare $(RUN)
+	@$(DISTIL) compare $(RUN)
 
 setup: $(STAMP)
 
@@ -31,37 +41,35 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+help: | $(STAMP)
+	@$(DISTIL) --help
+
 $(FMNIST):
 	$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist
 
 data/demo-fmnist/sample_submission.csv: | $(STAMP) $(FMNIST)
-	$(PY) -m distil demo-data --out data/demo-fmnist
+	$(DISTIL) demo-data --out data/demo-fmnist
 
 demo-data: data/demo-fmnist/sample_submission.csv
 
 # the demo config needs the demo data; other configs point at their own data
 DATA_DEP := $(if $(filter demo,$(NAME)),data/demo-fmnist/sample_submission.csv,)
 
-$(RUN)/teacher/done.json: $(CONFIG) $(DATA_DEP) | $(STAMP)
-	$(PY) -m distil teacher --config $(CONFIG) $(ARGS)
+# Every stage target calls distil, which decides: a stage finished with the same config and the same
+# inputs (images, teacher) is reused; one whose inputs changed is refused with the command that re-runs it.
+teacher: | $(STAMP) $(DATA_DEP)
+	$(DISTIL) teacher --config $(CONFIG) $(FORCED) $(ARGS)
+cache: teacher
+	$(DISTIL) cache --config $(CONFIG) $(FORCED) $(ARGS)
+student: cache
+	$(DISTIL) student --config $(CONFIG) $(FORCED) $(ARGS)
+submit: student
+	$(DISTIL) submit --config $(CONFIG) $(UPLOAD) $(COMP) $(ARGS)
+report params export: | $(STAMP)
+	$(DISTIL) $@ --config $(CONFIG) $(ARGS)
 
-$(RUN)/cache/done.json: $(RUN)/teacher/done.json
-	$(PY) -m distil cache --config $(CONFIG) $(ARGS)
-
-$(RUN)/student/done.json: $(RUN)/cache/done.json
-	$(PY) -m distil student --config $(CONFIG) $(ARGS)
-
-submissions/$(NAME).csv: $(RUN)/student/done.json
-	$(PY) -m distil submit --config $(CONFIG) $(ARGS)
-
-teacher: $(RUN)/teacher/done.json
-cache: $(RUN)/cache/done.json
-student: $(RUN)/student/done.json
-submit: submissions/$(NAME).csv
-	@if [ -n "$(UPLOAD)" ]; then $(PY) -m distil submit --config $(CONFIG) --upload $(COMP) $(ARGS); fi
-
-params: | $(STAMP)
-	$(PY) -m distil params --config $(CONFIG) $(ARGS)
+clean-%:
+	rm -rf $(RUN)/$*
 
 test: $(STAMP)
 	$(PY) -m pytest -q

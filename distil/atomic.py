@@ -17,6 +17,12 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class DiskFullError(OSError):
     """Not enough free space for a write; the message names the folder and the space needed."""
 
@@ -46,6 +52,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the user's usual mode
         os.replace(tmp_path, path)
     except OSError as exc:
         if exc.errno == errno.ENOSPC and not isinstance(exc, DiskFullError):

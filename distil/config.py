@@ -289,6 +289,8 @@ def _format_errors(err: ValidationError, src: str) -> str:
             msg = f"unknown key{hint} (valid keys here: {', '.join(known)})"
         elif e["type"] == "missing":
             msg = "required key is missing"
+        elif e["type"] == "value_error":  # our validators: the message names the value already
+            msg = msg.removeprefix("Value error, ")
         else:
             msg = f"{msg} (got {e.get('input')!r})"
         lines.append(f"  {key}: {msg}")

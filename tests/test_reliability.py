@@ -215,3 +215,28 @@ def test_compare_skips_a_malformed_summary(tmp_path, capsys, caplog):
     (tmp_path / "bad" / "summary.json").write_text('{"teacher": [1, 2]}')
     assert main(["compare", str(tmp_path / "bad")]) == 0
     assert "(malformed summary.json)" in capsys.readouterr().out and "skipping" in caplog.text
+
+
+def test_outputs_follow_the_users_umask(tmp_path, hw13, capsys):
+    old = os.umask(0o022)
+    try:
+        cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 1})
+        assert run(cfg, "student") == 0 and run(cfg, "submit") == 0, capsys.readouterr().err
+    finally:
+        os.umask(old)
+    for p in [tmp_path / "subs" / "tiny.csv", *(tmp_path / "runs" / "tiny" / "student").glob("student.*")]:
+        assert p.stat().st_mode & 0o777 == 0o644, p
+
+
+def test_upload_without_credentials_stops_before_predicting(tmp_path, hw13, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle"))
+    for var in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 1})
+    assert run(cfg, "student") == 0 and run(cfg, "submit") == 0
+    csv = tmp_path / "subs" / "tiny.csv"
+    before = (csv.read_bytes(), csv.stat().st_mtime_ns)
+    capsys.readouterr()
+    assert run(cfg, "submit", "--upload") == 2
+    assert "Kaggle credentials not found" in capsys.readouterr().err
+    assert (csv.read_bytes(), csv.stat().st_mtime_ns) == before
