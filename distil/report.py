@@ -38,47 +38,66 @@ def _plt():
 
 
 def curves_png(metrics: dict[str, pd.DataFrame]) -> bytes:
-    """Validation accuracy and training loss per epoch for each stage's metrics.csv."""
+    """Validation accuracy and each model's training cross-entropy per epoch (like with like: the student's
+    distillation terms are plotted on their own, by ``terms_png``)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for name, df in metrics.items():
         axes[0].plot(df["epoch"], df["val_acc"], marker=".", label=name)
-        axes[1].plot(df["epoch"], df["train_loss"], marker=".", label=name)
-    axes[0].set(title="validation accuracy", xlabel="epoch")
-    axes[1].set(title="training loss", xlabel="epoch")
+        if "train_ce" in df:
+            axes[1].plot(df["epoch"], df["train_ce"], marker=".", label=f"{name} CE")
+    axes[0].set(title="validation accuracy", xlabel="epoch", ylabel="top-1 accuracy")
+    axes[1].set(title="training cross-entropy with the labels", xlabel="epoch", ylabel="CE (nats)")
     for a in axes:
         a.grid(alpha=0.3)
         a.legend()
     return _fig_png(fig)
 
 
-def terms_png(df: pd.DataFrame) -> Optional[bytes]:
-    """Each distillation term of the student (train_<term> columns) over epochs."""
+def terms_png(df: pd.DataFrame, weights: dict[str, float]) -> Optional[bytes]:
+    """Each loss term of the student (``train_<term>`` columns, unweighted as the loss functions return
+    them) over epochs, on a log axis with plain tick labels; the legend gives each term's weight."""
     cols = [c for c in df.columns if c.startswith("train_") and c != "train_loss"]
     if not cols:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    from matplotlib.ticker import LogFormatter
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for c in cols:
-        ax.plot(df["epoch"], df[c], marker=".", label=c[len("train_"):])
-    ax.set(title="student loss terms", xlabel="epoch", yscale="log")
-    ax.grid(alpha=0.3)
-    ax.legend()
+        name = c[len("train_"):]
+        w = weights.get(name)
+        ax.plot(df["epoch"], df[c], marker=".", label=f"{name} (weight {w:g})" if w is not None else name)
+    ax.set(title="student loss terms, unweighted (total = sum of weight x term)", xlabel="epoch",
+           ylabel="term value (log scale)", yscale="log")
+    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     return _fig_png(fig)
 
 
 def confusion_png(cm: np.ndarray, names: list[str], title: str) -> bytes:
+    """Two panels: counts, and rows normalised to recall; each with a colour bar and every cell labelled."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 4.4))
-    ax.imshow(cm, cmap="Blues")
-    ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(len(names)), yticks=range(len(names)))
-    ax.set_xticklabels(names, rotation=90, fontsize=7)
-    ax.set_yticklabels(names, fontsize=7)
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            if cm[i, j]:
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
-                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    k = len(names)
+    norm = cm / np.maximum(1, cm.sum(1, keepdims=True))
+    side = max(4.0, 0.45 * k + 2)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side))
+    for ax, data, sub, fmt in ((axes[0], cm, "counts", "{:d}"), (axes[1], norm, "share of each true class", "{:.2f}")):
+        im = ax.imshow(data, cmap="Blues", vmin=0, vmax=data.max() if data.max() > 0 else 1)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        ax.set(title=f"{title}: {sub}", xlabel="predicted", ylabel="true", xticks=range(k), yticks=range(k))
+        ax.set_xticklabels(names, rotation=90, fontsize=8)
+        ax.set_yticklabels(names, fontsize=8)
+        size = 9 if k <= 12 else 6
+        for i in range(k):
+            for j in range(k):
+                v = data[i, j]
+                ax.text(j, i, fmt.format(int(v) if fmt == "{:d}" else v), ha="center", va="center", fontsize=size,
+                        color="white" if v > data.max() / 2 else "black")
+    fig.tight_layout()
     return _fig_png(fig)
 
 
@@ -92,6 +111,13 @@ def mistakes_png(images: np.ndarray, true: list[str], pred: list[str]) -> bytes:
         a.set_title(f"true {t}\npred {p}", fontsize=7)
         a.axis("off")
     return _fig_png(fig)
+
+
+def _relative_paths(text: str) -> str:
+    """Machine paths inside the project shown relative to it (``runs/x/...`` rather than ``/home/.../runs/x``)."""
+    from .config import REPO_ROOT
+
+    return text.replace(str(REPO_ROOT) + "/", "")
 
 
 def _img(png: bytes, alt: str, cls: str) -> str:
@@ -110,7 +136,10 @@ def build_report(run_dir: Path, *, class_names: list[str], val_labels: np.ndarra
     pngs: dict[str, bytes] = {}
     if metrics:
         pngs["curves"] = curves_png(metrics)
-    if "student" in metrics and (t := terms_png(metrics["student"])) is not None:
+    weights = {}
+    for i, t in enumerate(summary.get("student", {}).get("losses", [])):
+        weights[t["name"] if t["name"] not in weights else f"{t['name']}_{i}"] = float(t.get("weight", 1.0))
+    if "student" in metrics and (t := terms_png(metrics["student"], weights)) is not None:
         pngs["terms"] = t
     k = len(class_names)
     s_pred = student_logits.argmax(1)
@@ -155,8 +184,12 @@ img{{max-width:100%}}</style></head><body>
 {_img(pngs['confusion_student'], 'student confusion matrix', 'confusion')}
 <h2>Per-class accuracy</h2>{per_class}
 <h2>Validation images the student gets wrong</h2>{_img(pngs['mistakes'], 'mistakes', 'mistakes') if 'mistakes' in pngs else '<p>none</p>'}
-<h2>Student architecture</h2><pre id="architecture">{html.escape(summary.get('_arch_text', ''))}</pre>
-<h2>Summary JSON</h2><pre>{html.escape(json.dumps({k: v for k, v in summary.items() if not k.startswith('_')}, indent=1, default=str))}</pre>
+<h2>Student architecture</h2>
+<p>Per layer, from torchinfo at the student's input size:
+output shape, parameters and multiply-adds (MACs).</p>
+<pre id="layers">{html.escape(summary.get('_layers_text', ''))}</pre>
+<details><summary>PyTorch printout</summary><pre id="architecture">{html.escape(summary.get('_arch_text', ''))}</pre></details>
+<h2>Summary JSON</h2><pre id="summary-json">{html.escape(_relative_paths(json.dumps({k: v for k, v in summary.items() if not k.startswith('_')}, indent=1, default=str)))}</pre>
 </body></html>"""
     path = run_dir / "report.html"
     write_text(path, body)

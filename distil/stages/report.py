@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchinfo
 
 from . import STAGES
 from ..config import Config
@@ -28,6 +29,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         t_logits = None
     summary = rd.summary()
     summary["_arch_text"] = str(model)
+    summary["_layers_text"] = str(torchinfo.summary(model, input_size=(1, 3, meta["img_size"], meta["img_size"]), verbose=0,
+                                                    col_names=("output_size", "num_params", "mult_adds"), depth=3))
     path = build_report(cfg.run_dir, class_names=layout.class_names, val_labels=val.split.labels, teacher_logits=t_logits,
                         student_logits=s_logits, val_images=np.asarray(val.pixels), params=meta["params"],
                         budget=cfg.student.budget, arch=meta["arch"], summary=summary)
