@@ -215,6 +215,7 @@ class Engine:
                     self.out_dir, best_row["epoch"], self.saver.last)
 
     def _train_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        batch = {**batch, "epoch": torch.tensor(float(self.epoch))}  # for losses with a schedule (DKD warm-up)
         with self.precision.autocast():
             terms = self.model(to_device(batch, self.dev))
         loss = terms["loss"]

@@ -79,9 +79,12 @@ def field(name: str) -> Field:
     return FIELDS.get(name)  # type: ignore[return-value]
 
 
+CONTEXT_ARGS = ("target", "epoch")  # per batch: labels (B,) and the 0-based epoch index (a 0-d tensor)
+
+
 def tensor_args() -> tuple[str, ...]:
-    """Every tensor argument a loss may take: ``target`` and ``<field>_s`` / ``<field>_t`` per field."""
-    return ("target", *(f"{n}_{side}" for n in FIELDS for side in ("s", "t")))
+    """Every tensor argument a loss may take: ``target``, ``epoch`` and ``<field>_s`` / ``<field>_t`` per field."""
+    return (*CONTEXT_ARGS, *(f"{n}_{side}" for n in FIELDS for side in ("s", "t")))
 
 
 def fields_of(args: Iterable[str], side: str) -> set[str]:

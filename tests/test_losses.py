@@ -11,7 +11,7 @@ torch.manual_seed(0)
 B, C, D = 6, 5, 8
 FIXED = {
     "logits_s": torch.randn(B, C), "logits_t": torch.randn(B, C), "target": torch.tensor([0, 1, 2, 3, 4, 0]),
-    "feat_s": torch.randn(B, D), "feat_t": torch.randn(B, D), "map_s": torch.randn(B, 4, 4, 4), "map_t": torch.randn(B, 4, 4, 4),
+    "epoch": torch.tensor(3.0), "feat_s": torch.randn(B, D), "feat_t": torch.randn(B, D), "map_s": torch.randn(B, 4, 4, 4), "map_t": torch.randn(B, 4, 4, 4),
 }
 
 
@@ -224,3 +224,12 @@ def test_dkd_agrees_with_float64_reference_on_extreme_logits(gap, T):
     assert torch.isfinite(want) and got.item() == pytest.approx(want.item(), rel=1e-5)
     torch.testing.assert_close(g_got.double(), g_want, rtol=1e-4, atol=1e-6)
     assert (g_got[torch.arange(B), y] < 0).all()  # raise the target logit
+
+
+def test_dkd_warmup_scales_linearly_like_the_authors():
+    kw = {k: FIXED[k] for k in ("logits_s", "logits_t", "target")}
+    full = LOSSES.get("dkd")(**kw).item()
+    for epoch, share in ((0, 1 / 20), (9, 10 / 20), (19, 1.0), (50, 1.0)):
+        got = LOSSES.get("dkd")(**kw, epoch=torch.tensor(float(epoch)), warmup=20.0).item()
+        assert got == pytest.approx(share * full, rel=1e-6)
+    assert LOSSES.get("dkd")(**kw, epoch=torch.tensor(0.0)).item() == pytest.approx(full)  # warmup 0: off

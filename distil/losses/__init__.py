@@ -92,7 +92,16 @@ def check_kwargs(name: str, kwargs: dict[str, Any], where: str = "student.losses
     return {k: getattr(parsed, k) for k in kwargs}
 
 
-from . import features, labels, logits  # noqa: E402,F401  (fill the registry)
+def _import_all() -> None:
+    """Import every module of this package: each registers its losses (a new loss may be a new file)."""
+    import importlib
+    import pkgutil
+
+    for m in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{m.name}")
+
+
+_import_all()
 
 __all__ = ["LOSSES", "Adapted", "LossConfigError", "check_kwargs", "loss_adapted", "loss_hparams", "loss_inputs",
            "teacher_fields"]

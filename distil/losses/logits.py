@@ -2,7 +2,7 @@
 (Sun et al., CVPR 2024): each sample's logits are z-scored before the temperature is applied."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import torch
 import torch.nn.functional as F
@@ -43,13 +43,16 @@ def _binary_log_probs(z: Tensor, gt: Tensor) -> Tensor:
 
 
 @LOSSES.register("dkd")
-def dkd(*, logits_s: Tensor, logits_t: Tensor, target: Tensor, alpha: NonNegative = 1.0, beta: NonNegative = 8.0,
-        temperature: Positive = 4.0, standardize: bool = False) -> Tensor:
+def dkd(*, logits_s: Tensor, logits_t: Tensor, target: Tensor, epoch: Optional[Tensor] = None, alpha: NonNegative = 1.0,
+        beta: NonNegative = 8.0, temperature: Positive = 4.0, standardize: bool = False,
+        warmup: NonNegative = 0.0) -> Tensor:
     """Decoupled KD (Zhao et al., CVPR 2022): ``alpha * TCKD + beta * NCKD``.
 
     TCKD is the KL between binary (target, rest) distributions, computed in log space with ``logsumexp``
     so that it stays exact (value and gradient) for confidently wrong students; NCKD is the KL among the
     non-target classes. Unlabelled rows (target -1) are decoupled at the teacher's top class.
+    ``warmup`` (epochs, the authors use 20): the loss is scaled by ``min((epoch + 1) / warmup, 1)`` with
+    ``epoch`` the 0-based epoch index, as in the authors' code; 0 turns it off.
     """
     target = torch.where(target < 0, logits_t.argmax(-1), target)
     s, t = _prep(logits_s, logits_t, standardize)
@@ -61,7 +64,8 @@ def dkd(*, logits_s: Tensor, logits_t: Tensor, target: Tensor, alpha: NonNegativ
     ls_nt = F.log_softmax(s / T - big * gt, -1)
     lt_nt = F.log_softmax(t / T - big * gt, -1)
     nckd = (lt_nt.exp() * (lt_nt - ls_nt)).masked_fill(gt, 0).sum(-1).mean() * T * T
-    return alpha * tckd + beta * nckd
+    scale = torch.clamp((epoch.to(s.dtype) + 1) / warmup, max=1.0) if warmup > 0 and epoch is not None else 1.0
+    return scale * (alpha * tckd + beta * nckd)
 
 
 def _pearson_rows(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:

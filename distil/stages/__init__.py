@@ -24,6 +24,15 @@ def ordered() -> list[str]:
     return sorted(STAGES, key=lambda n: (STAGES.meta(n).get("order", 99), n))
 
 
-from . import cache, export, params, report, student, submit, teacher  # noqa: E402,F401  (fill the registry)
+def _import_all() -> None:
+    """Import every module of this package: each registers its stage (a new stage is one new file)."""
+    import importlib
+    import pkgutil
+
+    for m in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{m.name}")
+
+
+_import_all()
 
 __all__ = ["STAGES", "pipeline_order", "ordered"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import torch
 from torch import Tensor, nn
 
 from ..fields import fields_of, forward_fields
@@ -34,6 +35,7 @@ class Distiller(nn.Module):
         out = forward_fields(self.student, x, self.student_fields, self.student_layer)
         tensors: dict[str, Tensor] = {f"{k}_s": v for k, v in out.items()}
         tensors["target"] = batch["target"]
+        tensors["epoch"] = batch.get("epoch", torch.zeros((), device=x.device))
         if self.teacher_args:
             got = self.teacher(batch["teacher_image"]) if self.teacher is not None else batch
             tensors.update({a: got[a].float() for a in self.teacher_args})
