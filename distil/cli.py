@@ -54,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="data/demo-fmnist")
     c = sub.add_parser("compare", help="table of runs: teacher/student accuracy, params, wall time")
     c.add_argument("runs", nargs="+")
+    w = sub.add_parser("sweep", help="search student settings on one cached teacher with Optuna (parallel workers)",
+                       description="Trials are student runs under runs/<name>/sweeps/<study>/; see configs/sweeps/")
+    w.add_argument("--config", default=DEFAULT_CONFIG)
+    w.add_argument("--space", required=True, help="search-space YAML (configs/sweeps/*.yaml)")
+    w.add_argument("--trials", type=int, default=16, help="trials in the study, all workers together")
+    w.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    w.add_argument("--storage", default=None, help="Optuna RDB URL shared by machines (default: a journal file in the run)")
+    w.add_argument("--show", action="store_true", help="print the best trials and stop")
+    w.add_argument("--best-config", default=None, metavar="PATH", help="write the best trial's config to PATH and stop")
+    w.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    w.add_argument("overrides", nargs="*")
+    w.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
@@ -113,6 +125,29 @@ def compare(runs: Sequence[str]) -> str:
     return "\n".join(rows)
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import Sweep, SweepError
+
+    try:
+        sw = Sweep(args.config, args.space, args.overrides, args.storage)
+        if args.show:
+            print(sw.table())
+        elif args.best_config:
+            print(f"wrote {sw.best_config(args.best_config)}")
+        elif args.worker:
+            sw.work(args.trials)
+        else:
+            sw.run(args.trials, args.workers)
+            print(sw.table())
+    except KeyboardInterrupt:
+        print("error: sweep interrupted (Ctrl-C); the study is kept: rerun the same command to go on", file=sys.stderr)
+        return 130
+    except (SweepError, *_errors()) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(getattr(args, "verbose", False))
@@ -129,6 +164,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.stage == "compare":
         print(compare(args.runs))
         return 0
+    if args.stage == "sweep":
+        return _sweep(args)
     from .engine import Interrupted
 
     overrides = list(args.overrides) + (["submit.upload=true"] if getattr(args, "upload", False) else [])

@@ -98,7 +98,8 @@ class StudentConfig(TrainConfig):
         min_length=1,
     )
     student_layer: int = Field(-2, description="Student stage index whose map feeds map losses")
-    dir: str = Field("student", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", description="Folder under runs/<name>/ (benchmarks use several)")
+    dir: str = Field("student", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$",
+                     description="Folder under runs/<name>/ (benchmarks and sweeps use several)")
 
     @model_validator(mode="after")
     def _known(self) -> "StudentConfig":
@@ -234,14 +235,30 @@ def yaml_load(text: str) -> Any:
 
 
 def _set_dotted(d: dict[str, Any], dotted: str, value: Any, src: str) -> None:
+    """Set ``a.b.c`` in nested dicts (created as needed); a number indexes an existing list
+    (``student.losses.1.kwargs.temperature``)."""
     keys = dotted.split(".")
-    cur = d
+    cur: Any = d
     for k in keys[:-1]:
+        if isinstance(cur, list):
+            cur = _list_item(cur, k, dotted, src)
+            continue
         nxt = cur.setdefault(k, {})
-        if not isinstance(nxt, dict):
+        if not isinstance(nxt, (dict, list)):
             raise ConfigError(f"{src}: override {dotted!r}: {k!r} is not a section")
         cur = nxt
-    cur[keys[-1]] = value
+    if isinstance(cur, list):
+        i = int(keys[-1]) if keys[-1].isdigit() else None
+        _list_item(cur, keys[-1], dotted, src)
+        cur[i] = value  # type: ignore[index]
+    else:
+        cur[keys[-1]] = value
+
+
+def _list_item(items: list[Any], k: str, dotted: str, src: str) -> Any:
+    if not k.isdigit() or int(k) >= len(items):
+        raise ConfigError(f"{src}: override {dotted!r}: {k!r} is not an index of a list of {len(items)}")
+    return items[int(k)]
 
 
 def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
@@ -332,13 +349,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     src = str(path)
     raw = _read_yaml(path)
-    for key, value in parse_overrides(overrides or []):
-        _set_dotted(raw, key, value, src)
+    pairs = parse_overrides(overrides or [])
+    # a key through a list index (student.losses.1.kwargs.temperature) applies to the resolved config,
+    # where lists left at their defaults exist
+    indexed = [(k, v) for k, v in pairs if any(p.isdigit() for p in k.split("."))]
+    for key, value in pairs:
+        if (key, value) not in indexed:
+            _set_dotted(raw, key, value, src)
     raw.setdefault("name", path.stem)
     if not raw["name"]:
         raw["name"] = path.stem
     try:
         cfg = Config.model_validate(raw)
+        if indexed:
+            resolved = cfg.to_dict()
+            for key, value in indexed:
+                _set_dotted(resolved, key, value, src)
+            cfg = Config.model_validate(resolved)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, src)) from None
     return cfg

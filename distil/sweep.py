@@ -1,0 +1,342 @@
+"""``distil sweep``: search student settings on one cached teacher with Optuna.
+
+The teacher and its cache are computed once; every trial is a normal student run under
+``runs/<name>/sweeps/<study>/trial-NNNN/`` (resumable, atomic, budget-gated). Trials report validation
+accuracy each epoch to Optuna's pruner. Several workers — ``--workers K`` processes here, or the same
+command on other machines — share one study through Optuna's storage: a journal file by default, any
+RDB URL (``sqlite:///x.db``, ``postgresql://...``) for many machines.
+
+The search space is YAML::
+
+    study: food10-mini-kd            # optional (default: the space file's stem)
+    objectives: [val_acc]            # or [val_acc, macs]: a Pareto front (no pruning then)
+    pruner: median                   # median | asha | none
+    sampler: tpe                     # tpe | random
+    fixed: {student.epochs: 20}      # overrides every trial gets
+    params:
+      student.losses.1.kwargs.temperature: {type: float, low: 1.0, high: 8.0, log: true}
+      student.kwargs.width: {type: float, low: 0.6, high: 1.1}
+      student.model: {type: categorical, choices: [dwsep, ghost]}
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .config import ConfigError, load_config, yaml_load
+
+log = logging.getLogger(__name__)
+OBJECTIVES = {"val_acc": "maximize", "macs": "minimize", "params": "minimize"}
+
+
+class SweepError(ValueError):
+    """A sweep's search space or storage is invalid; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ParamSpec(_Strict):
+    type: Literal["float", "int", "categorical"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    step: Optional[float] = None
+    log: bool = False
+    choices: Optional[list[Any]] = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "ParamSpec":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs choices: [...]")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"a {self.type} parameter needs low <= high")
+        return self
+
+    def values_to_check(self) -> list[Any]:
+        if self.type == "categorical":
+            return list(self.choices or [])
+        cast = int if self.type == "int" else float
+        return [cast(self.low), cast(self.high)]
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        if self.type == "categorical":
+            return trial.suggest_categorical(name, self.choices)
+        if self.type == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+
+class SweepSpace(_Strict):
+    study: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    objectives: list[Literal["val_acc", "macs", "params"]] = Field(default_factory=lambda: ["val_acc"], min_length=1)
+    pruner: Literal["median", "asha", "none"] = "median"
+    sampler: Literal["tpe", "random"] = "tpe"
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, ParamSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _first_is_accuracy(self) -> "SweepSpace":
+        if self.objectives[0] != "val_acc":
+            raise ValueError("the first objective must be val_acc")
+        return self
+
+
+def _yaml_value(v: Any) -> str:
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def load_space(path: str | Path) -> SweepSpace:
+    """Read and validate a search-space YAML (unknown keys, bad types, duplicate keys fail, naming the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"search space {path} not found (shipped: {', '.join(sorted(p.name for p in Path('configs/sweeps').glob('*.yaml')))})")
+    try:
+        raw = yaml_load(path.read_text())
+        space = SweepSpace.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise SweepError(f"search space {path} is not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        raise SweepError(f"invalid search space {path}:\n" + "\n".join(lines)) from None
+    for key in [*space.params, *space.fixed]:
+        if not key.startswith("student."):
+            raise SweepError(f"search space {path}: {key!r}: a sweep trains students on one teacher and one cache, "
+                             "so only student.* keys can vary (run another config for other teachers or caches)")
+    return space
+
+
+def check_space(space: SweepSpace, config: str, overrides: Sequence[str], src: str) -> None:
+    """Every parameter's extreme values (and every choice) must give a valid config: fail before any trial."""
+    base = list(overrides) + [f"{k}={_yaml_value(v)}" for k, v in space.fixed.items()]
+    for key, spec in space.params.items():
+        for v in spec.values_to_check():
+            try:
+                load_config(config, base + [f"{key}={_yaml_value(v)}"])
+            except ConfigError as exc:
+                raise SweepError(f"search space {src}: {key} = {v!r} does not give a valid config:\n{exc}") from None
+
+
+def storage_for(url: Optional[str], folder: Path) -> Any:
+    """Optuna storage: an RDB URL as given (with heartbeats, so a dead worker's trial is failed), else a
+    journal file in ``folder`` that processes on this machine share."""
+    import optuna
+
+    if url:
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        except Exception as exc:  # noqa: BLE001 - driver missing, unreachable server, bad URL
+            raise SweepError(f"storage {url!r}: {type(exc).__name__}: {exc}") from None
+    from optuna.storages.journal import JournalFileBackend
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(folder / "journal.log")))
+
+
+class Sweep:
+    """One study over ``space`` for the student of ``config`` (+ ``overrides``)."""
+
+    def __init__(self, config: str, space_path: str, overrides: Sequence[str] = (), storage: Optional[str] = None):
+        self.config, self.space_path, self.overrides = config, space_path, list(overrides)
+        self.space = load_space(space_path)
+        self.cfg = load_config(config, self.overrides)
+        self.name = self.space.study or Path(space_path).stem
+        self.folder = self.cfg.run_dir / "sweeps" / self.name
+        self.storage_url = storage
+        self._storage: Any = None
+
+    def study(self) -> Any:
+        """The study (created on first use, in the storage)."""
+        import optuna
+
+        if self._storage is None:
+            self._storage = storage_for(self.storage_url, self.folder)
+        pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+                  "asha": optuna.pruners.SuccessiveHalvingPruner(),
+                  "none": optuna.pruners.NopPruner()}[self.space.pruner]
+        seed = self.cfg.seed
+        sampler = (optuna.samplers.RandomSampler(seed=seed) if self.space.sampler == "random"
+                   else optuna.samplers.TPESampler(seed=seed, multivariate=True))
+        return optuna.create_study(storage=self._storage, study_name=self.name, load_if_exists=True, sampler=sampler,
+                                   pruner=pruner, directions=[OBJECTIVES[o] for o in self.space.objectives])
+
+    def trial_dir(self, number: int) -> Path:
+        return self.folder / f"trial-{number:04d}"
+
+    # ---- one trial -------------------------------------------------------
+    def objective(self, trial: Any) -> Any:
+        import optuna
+
+        from .cli import run_stage
+        from .engine import observe
+        from .locks import held
+        from .models import BudgetError, check_budget, create_student
+
+        values = {k: spec.suggest(trial, k) for k, spec in self.space.params.items()}
+        folder = self.trial_dir(trial.number)
+        over = (self.overrides + [f"{k}={_yaml_value(v)}" for k, v in {**self.space.fixed, **values}.items()]
+                + [f"student.dir={folder.relative_to(self.cfg.run_dir)}"])
+        trial.set_user_attr("overrides", over)
+        with held(folder / ".trial.lock", f"sweep trial {trial.number}"):
+            cfg = load_config(self.config, over)
+            student = create_student(cfg.student.model, self._num_classes(), **cfg.student.kwargs)
+            try:
+                params = check_budget(student, cfg.student.budget, f"trial {trial.number} student", cfg.student.img_size)
+            except BudgetError as exc:  # never trained: pruned with the reason
+                trial.set_user_attr("pruned_reason", str(exc))
+                raise optuna.TrialPruned(str(exc)) from None
+            macs = _macs(student, cfg.student.img_size)
+            trial.set_user_attr("params", params)
+            trial.set_user_attr("macs", macs)
+            single = len(self.space.objectives) == 1
+
+            def report(row: dict[str, Any]) -> None:
+                if single:
+                    trial.report(row["val_acc"], row["epoch"])
+                    if trial.should_prune():
+                        trial.set_user_attr("pruned_reason", f"pruner stopped it after epoch {row['epoch']}")
+                        raise optuna.TrialPruned(f"epoch {row['epoch']}: val_acc {row['val_acc']:.4f}")
+
+            with observe(report):
+                result = run_stage("student", self.config, over)
+        trial.set_user_attr("val_acc", result["val_acc"])
+        got = {"val_acc": result["val_acc"], "macs": macs, "params": params}
+        out = [got[o] for o in self.space.objectives]
+        return out[0] if len(out) == 1 else out
+
+    def _num_classes(self) -> int:
+        from .data import open_data
+
+        if not hasattr(self, "_classes"):
+            self._classes = open_data(self.cfg).num_classes
+        return self._classes
+
+    # ---- workers ----------------------------------------------------------
+    def fail_dead_trials(self, study: Any, min_age_s: float = 30.0) -> list[int]:
+        """Mark RUNNING trials whose worker died (their trial lock is free) as FAIL; returns their numbers."""
+        from datetime import datetime
+
+        from filelock import FileLock, Timeout
+        from optuna.trial import TrialState
+
+        dead = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            age = (datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else 0.0
+            lock = self.trial_dir(t.number) / ".trial.lock"
+            if age < min_age_s and not lock.exists():
+                continue
+            fl = FileLock(str(lock))
+            try:
+                fl.acquire(timeout=0)
+            except Timeout:
+                continue  # its worker is alive
+            fl.release()
+            study._storage.set_trial_user_attr(t._trial_id, "failed_reason", "its worker died (trial lock free); "
+                                               f"resume its run by hand from {self.trial_dir(t.number)}/last.pt")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            dead.append(t.number)
+        if dead:
+            log.warning("sweep %s: trials %s were left running by a dead worker: marked failed", self.name, dead)
+        return dead
+
+    def work(self, n_trials: int) -> None:
+        """One worker: run trials until the study holds ``n_trials`` (of any state)."""
+        import optuna
+
+        study = self.study()
+        self.fail_dead_trials(study)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study.optimize(self.objective, callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=None)],
+                       catch=(ConfigError,))
+
+    def run(self, n_trials: int, workers: int = 1) -> Any:
+        """Train the teacher and cache once (reused when done), then ``workers`` processes run trials."""
+        from .cli import run_stage
+
+        check_space(self.space, self.config, self.overrides, self.space_path)
+        if any(_uses_teacher(t) for t in self.cfg.student.effective_losses()):
+            for stage in ("teacher", "cache"):
+                run_stage(stage, self.config, self.overrides)
+        self.study()  # create it once, before the workers load it
+        if workers <= 1:
+            self.work(n_trials)
+        else:
+            cmd = [sys.executable, "-m", "distil", "sweep", "--config", self.config, "--space", self.space_path,
+                   "--trials", str(n_trials), "--worker", *(["--storage", self.storage_url] if self.storage_url else []),
+                   *self.overrides]
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // workers))}
+            procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
+            codes = [p.wait() for p in procs]
+            if any(codes):
+                raise SweepError(f"sweep workers exited with {codes}; the study is kept: rerun the same command to go on")
+        return self.study()
+
+    # ---- results ----------------------------------------------------------
+    def table(self, top: int = 10) -> str:
+        from optuna.trial import TrialState
+
+        study = self.study()
+        trials = study.get_trials(deepcopy=False)
+        done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.values[0])
+        rest = [t for t in trials if t.state != TrialState.COMPLETE]
+        keys = list(self.space.params)
+        head = ["trial", "state", "val_acc", "params", "MMACs", *keys]
+        rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for t in [*done[:top], *rest]:
+            val = t.user_attrs.get("val_acc")
+            macs = t.user_attrs.get("macs")
+            cells = [str(t.number), t.state.name.lower(), f"{val:.4f}" if val is not None else "",
+                     str(t.user_attrs.get("params", "")), f"{macs / 1e6:.2f}" if macs else "",
+                     *[_fmt(t.params.get(k)) for k in keys]]
+            rows.append("| " + " | ".join(cells) + " |")
+        counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState if any(t.state == s for t in trials)}
+        return f"study {self.name} ({', '.join(f'{v} {k}' for k, v in counts.items())}):\n" + "\n".join(rows)
+
+    def best_config(self, out: Path) -> Path:
+        """Write the best trial's config: the base config plus its overrides, pointing at its trained student."""
+        from .atomic import write_text
+        from .config import _set_dotted
+
+        study = self.study()
+        best = max((t for t in study.get_trials(deepcopy=False) if t.values), key=lambda t: t.values[0], default=None)
+        if best is None:
+            raise SweepError(f"study {self.name} has no completed trial yet")
+        raw: dict[str, Any] = {}
+        base = os.path.relpath(Path(self.config).resolve(), Path(out).resolve().parent)
+        for item in best.user_attrs["overrides"]:
+            k, v = item.split("=", 1)
+            if k.split(".")[-1].isdigit() or any(p.isdigit() for p in k.split(".")):
+                continue  # list items: written below as whole lists
+            _set_dotted(raw, k, yaml_load(v), str(out))
+        cfg = load_config(self.config, best.user_attrs["overrides"])
+        raw.setdefault("student", {})["losses"] = [t.model_dump() for t in cfg.student.losses]
+        head = (f"# best trial {best.number} of sweep {self.name}: val_acc {best.values[0]:.4f}\n"
+                f"# submit it: .venv/bin/distil submit --config {out}\n")
+        write_text(out, head + yaml.safe_dump({"base": base, "name": self.cfg.name, **raw}, sort_keys=False))
+        return Path(out)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
+
+
+def _uses_teacher(term: Any) -> bool:
+    from .losses import teacher_fields
+
+    return bool(teacher_fields(term.name))
+
+
+def _macs(model: Any, img_size: int) -> int:
+    import torchinfo
+
+    return int(torchinfo.summary(model, input_size=(1, 3, img_size, img_size), verbose=0).total_mult_adds)
+

@@ -1,0 +1,102 @@
+"""``distil sweep``: Optuna trials are student runs on one cached teacher; workers share one study."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from distil.cli import main
+from distil.sweep import Sweep, SweepError, check_space, load_space
+from tests.conftest import tiny_config
+
+SPACE = {
+    "objectives": ["val_acc"], "pruner": "median", "sampler": "random",
+    "fixed": {"student.epochs": 2},
+    "params": {"student.losses.1.kwargs.temperature": {"type": "float", "low": 1.0, "high": 6.0, "log": True},
+               "student.kwargs.width": {"type": "categorical", "choices": [0.25, 3.0]}},  # 3.0 is over budget
+}
+
+
+def space_file(tmp_path, **change):
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump({**SPACE, **change}))
+    return p
+
+
+@pytest.fixture
+def built(tmp_path, hw13, capsys):
+    cfg = tiny_config(tmp_path, hw13)
+    for stage in ("teacher", "cache"):
+        assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
+    return cfg
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"params": {"student.epochz": {"type": "int", "low": 1, "high": 2}}}, "student.epochz = 1 does not give a valid config"),
+    ({"params": {"teacher.lr": {"type": "float", "low": 0.1, "high": 0.2}}}, "only student.\\* keys can vary"),
+    ({"params": {"student.losses.1.kwargs.temperature": {"type": "float", "low": -1.0, "high": 2.0}}}, "temperature"),
+    ({"params": {"student.lr": {"type": "float", "low": 2.0}}}, "needs low <= high"),
+    ({"pruner": "hyperband"}, "pruner"),
+])
+def test_a_bad_space_fails_before_any_trial(tmp_path, hw13, capsys, change, match):
+    cfg = tiny_config(tmp_path, hw13)
+    code = main(["sweep", "--config", str(cfg), "--space", str(space_file(tmp_path, **change)), "--trials", "2"])
+    assert code == 2
+    assert __import__("re").search(match, capsys.readouterr().err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_two_workers_share_one_study_without_losing_or_repeating_trials(built, tmp_path, capsys):
+    space = space_file(tmp_path)
+    code = main(["sweep", "--config", str(built), "--space", str(space), "--trials", "5", "--workers", "2"])
+    assert code == 0, capsys.readouterr().err
+    sw = Sweep(str(built), str(space))
+    trials = sw.study().get_trials()
+    assert len(trials) == 5 and sorted(t.number for t in trials) == list(range(5))
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    for t in trials:
+        folder = sw.trial_dir(t.number)
+        if t.params["student.kwargs.width"] == 3.0:  # over budget: pruned with the reason, never trained
+            assert t.state == TrialState.PRUNED and "over the budget" in t.user_attrs["pruned_reason"]
+            assert not (folder / "last.pt").exists()
+        elif t.state == TrialState.COMPLETE:
+            done = json.loads((folder / "done.json").read_text())
+            assert done["val_acc"] == t.values[0] and (folder / "student.safetensors").is_file()
+            assert yaml.safe_load((folder / "config.yaml").read_text())["student"]["losses"][1]["kwargs"][
+                "temperature"] == pytest.approx(t.params["student.losses.1.kwargs.temperature"])
+    assert any(t.state == TrialState.COMPLETE for t in trials)
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(built), "--space", str(space), "--show"]) == 0
+    assert "| trial | state | val_acc |" in capsys.readouterr().out
+    out = tmp_path / "best.yaml"
+    assert main(["sweep", "--config", str(built), "--space", str(space), "--best-config", str(out)]) == 0
+    assert main(["submit", "--config", str(out)]) == 0, capsys.readouterr().err  # the best trial's student
+
+
+def test_a_killed_worker_leaves_its_trial_marked_failed(built, tmp_path, capsys):
+    space = space_file(tmp_path, fixed={"student.epochs": 500},
+                       params={"student.lr": {"type": "float", "low": 1e-3, "high": 2e-3}})
+    cmd = [sys.executable, "-m", "distil", "sweep", "--config", str(built), "--space", str(space), "--trials", "1",
+           "--worker"]
+    sw = Sweep(str(built), str(space))
+    sw.study()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = sw.trial_dir(0) / "metrics.csv"
+    deadline = time.time() + 120
+    while not metrics.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert metrics.exists()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    study = sw.study()
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]  # what the dead worker left
+    assert sw.fail_dead_trials(study, min_age_s=0) == [0]
+    t = study.get_trials()[0]
+    assert t.state == TrialState.FAIL and "worker died" in t.user_attrs["failed_reason"]
+    assert (sw.trial_dir(0) / "last.pt").is_file()  # its run can be resumed by hand
