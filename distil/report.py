@@ -113,6 +113,66 @@ def mistakes_png(images: np.ndarray, true: list[str], pred: list[str]) -> bytes:
     return _fig_png(fig)
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points (cost, accuracy) that no other point beats on both (lower cost, higher accuracy)."""
+    front = []
+    for i, (c, a) in enumerate(points):
+        if not any((c2 <= c and a2 >= a) and (c2 < c or a2 > a) for j, (c2, a2) in enumerate(points) if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def sweep_sections(run_dir: Path) -> tuple[str, dict[str, bytes]]:
+    """HTML and PNGs for every sweep of the run (``runs/<name>/sweeps/<study>/journal.log``): the trial table,
+    validation accuracy against MACs with the Pareto front, and Optuna's parameter importances."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    parts, pngs = [], {}
+    for journal in sorted((run_dir / "sweeps").glob("*/journal.log")):
+        storage = JournalStorage(JournalFileBackend(str(journal)))
+        for name in optuna.get_all_study_names(storage):
+            study = optuna.load_study(study_name=name, storage=storage)
+            trials = study.get_trials(deepcopy=False)
+            rows = [{"trial": t.number, "state": t.state.name.lower(),
+                     "val_acc": t.user_attrs.get("val_acc"), "params": t.user_attrs.get("params"),
+                     "MMACs": round(t.user_attrs["macs"] / 1e6, 2) if t.user_attrs.get("macs") else None,
+                     **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in t.params.items()},
+                     "note": t.user_attrs.get("pruned_reason") or t.user_attrs.get("failed_reason") or ""}
+                    for t in trials]
+            rows.sort(key=lambda r: -(r["val_acc"] or -1))
+            done = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("macs")]
+            img = ""
+            if done:
+                plt = _plt()
+                pts = [(t.user_attrs["macs"] / 1e6, t.user_attrs["val_acc"]) for t in done]
+                front = pareto_front(pts)
+                fig, ax = plt.subplots(figsize=(6, 3.8))
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], label="trials")
+                ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "r.-", label="Pareto front")
+                for t, (c, a) in zip(done, pts):
+                    ax.annotate(str(t.number), (c, a), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.set(title=f"sweep {name}: accuracy vs cost", xlabel="MMACs per image", ylabel="validation accuracy")
+                ax.grid(alpha=0.3)
+                ax.legend()
+                key = f"sweep_{name}"
+                pngs[key] = _fig_png(fig)
+                img = _img(pngs[key], f"sweep {name}", "sweep")
+            importance = ""
+            if len(study.directions) == 1 and len(done) >= 3:
+                try:
+                    imp = optuna.importance.get_param_importances(study)
+                    importance = "<p>Parameter importance (Optuna, fANOVA): " + ", ".join(
+                        f"{html.escape(k)} {v:.2f}" for k, v in imp.items()) + "</p>"
+                except (RuntimeError, ValueError) as exc:
+                    importance = f"<p>Parameter importance: not available ({html.escape(str(exc))})</p>"
+            table = pd.DataFrame(rows).to_html(index=False, classes="sweep", border=0, na_rep="")
+            parts.append(f"<h3>Study <code>{html.escape(name)}</code> ({len(trials)} trials)</h3>{img}{importance}{table}")
+    return ("<h2>Sweeps</h2>" + "".join(parts)) if parts else "", pngs
+
+
 def _relative_paths(text: str) -> str:
     """Machine paths inside the project shown relative to it (``runs/x/...`` rather than ``/home/.../runs/x``)."""
     from .config import REPO_ROOT
@@ -162,6 +222,8 @@ def build_report(run_dir: Path, *, class_names: list[str], val_labels: np.ndarra
     if len(wrong):
         pngs["mistakes"] = mistakes_png(val_images[wrong], [class_names[val_labels[i]] for i in wrong],
                                         [class_names[s_pred[i]] for i in wrong])
+    sweeps_html, sweep_pngs = sweep_sections(run_dir)
+    pngs.update(sweep_pngs)
     for name, png in pngs.items():
         write_bytes(out / f"{name}.png", png)
 
@@ -184,6 +246,7 @@ img{{max-width:100%}}</style></head><body>
 {_img(pngs['confusion_student'], 'student confusion matrix', 'confusion')}
 <h2>Per-class accuracy</h2>{per_class}
 <h2>Validation images the student gets wrong</h2>{_img(pngs['mistakes'], 'mistakes', 'mistakes') if 'mistakes' in pngs else '<p>none</p>'}
+{sweeps_html}
 <h2>Student architecture</h2>
 <p>Per layer, from torchinfo at the student's input size:
 output shape, parameters and multiply-adds (MACs).</p>

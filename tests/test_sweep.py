@@ -100,3 +100,17 @@ def test_a_killed_worker_leaves_its_trial_marked_failed(built, tmp_path, capsys)
     t = study.get_trials()[0]
     assert t.state == TrialState.FAIL and "worker died" in t.user_attrs["failed_reason"]
     assert (sw.trial_dir(0) / "last.pt").is_file()  # its run can be resumed by hand
+
+
+def test_the_report_has_a_sweep_section_with_the_pareto_front(built, tmp_path, capsys):
+    from distil.report import pareto_front
+
+    assert pareto_front([(10, 0.5), (5, 0.6), (20, 0.7), (6, 0.55)]) == [1, 2]
+    space = space_file(tmp_path, params={"student.lr": {"type": "float", "low": 1e-3, "high": 5e-3}})
+    assert main(["sweep", "--config", str(built), "--space", str(space), "--trials", "3"]) == 0, capsys.readouterr().err
+    assert main(["student", "--config", str(built), "student.epochs=1"]) == 0
+    assert main(["report", "--config", str(built)]) == 0, capsys.readouterr().err
+    text = (tmp_path / "runs" / "tiny" / "report.html").read_text()
+    assert "<h2>Sweeps</h2>" in text and "Study <code>space</code> (3 trials)" in text
+    assert (tmp_path / "runs" / "tiny" / "report" / "sweep_space.png").is_file()
+    assert "Parameter importance" in text
