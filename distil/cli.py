@@ -19,7 +19,8 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def setup_torch(seed: int) -> None:
-    """Seed every RNG; on CPU, share the cores among the processes of this machine."""
+    """Seed every RNG; on CPU, share the cores among the processes of this machine (an explicit
+    ``OMP_NUM_THREADS``, as launchers and sweep workers set it, is kept)."""
     import random
 
     import numpy as np
@@ -30,7 +31,7 @@ def setup_torch(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(max(1, cores // distributed.world()))
 

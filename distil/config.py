@@ -9,7 +9,7 @@ import copy
 import re
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -185,10 +185,19 @@ class Config(_Strict):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    # keys that say where things are or how to run, not what is computed: left out of a stage's identity
+    # (the data's identity is its content key, recorded beside the config hash)
+    NOT_IDENTITY: ClassVar[dict[str, tuple[str, ...]]] = {"data": ("root", "workers"), "teacher": ("resume",),
+                                                        "student": ("resume",)}
+
     def digest(self, *sections: str) -> str:
-        """sha256 of the given sections (all when none): keys resume/cache validity."""
+        """sha256 of the given sections (all when none), without paths and run options: keys resume validity."""
         d = self.to_dict()
-        return sha256_json({k: d[k] for k in sections} if sections else d)
+        d = {k: d[k] for k in sections} if sections else d
+        for sec, keys in self.NOT_IDENTITY.items():
+            if isinstance(d.get(sec), dict):
+                d[sec] = {k: v for k, v in d[sec].items() if k not in keys}
+        return sha256_json(d)
 
     def save(self, path: Path) -> None:
         write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))

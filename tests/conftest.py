@@ -64,3 +64,27 @@ def hw13(tmp_path: Path) -> Path:
 def _deterministic() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def _prebuilt(tmp_path_factory) -> Path:
+    """Teacher and cache of the default tiny config, built once per session (copied by ``built``)."""
+    from distil.cli import main
+
+    root = tmp_path_factory.mktemp("prebuilt")
+    data = make_hw13(root / "data")
+    cfg = tiny_config(root, data)
+    for stage in ("teacher", "cache"):
+        assert main([stage, "--config", str(cfg)]) == 0
+    return root
+
+
+@pytest.fixture
+def built(tmp_path: Path, _prebuilt: Path) -> Path:
+    """A fresh copy of a tiny run whose teacher and cache are done: data under ``tmp_path/data``, runs under
+    ``tmp_path/runs``; returns its config. Tests may change anything in it."""
+    import shutil
+
+    shutil.copytree(_prebuilt / "data", tmp_path / "data")
+    shutil.copytree(_prebuilt / "runs", tmp_path / "runs")
+    return tiny_config(tmp_path, tmp_path / "data")

@@ -12,14 +12,6 @@ from distil.teacher_cache import StaleCacheError, expected_key, load_cache, need
 from tests.conftest import tiny_config
 
 
-@pytest.fixture
-def built(tmp_path, hw13, capsys):
-    cfg_path = tiny_config(tmp_path, hw13)
-    for stage in ("teacher", "cache"):
-        assert main([stage, "--config", str(cfg_path)]) == 0, capsys.readouterr().err
-    return cfg_path
-
-
 def _key(cfg_path, *overrides):
     cfg = load_config(cfg_path, list(overrides))
     return cfg, expected_key(cfg, pixels(cfg, open_data(cfg), "train").key), needed(cfg)

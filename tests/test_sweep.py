@@ -29,14 +29,6 @@ def space_file(tmp_path, **change):
     return p
 
 
-@pytest.fixture
-def built(tmp_path, hw13, capsys):
-    cfg = tiny_config(tmp_path, hw13)
-    for stage in ("teacher", "cache"):
-        assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
-    return cfg
-
-
 @pytest.mark.parametrize("change,match", [
     ({"params": {"student.epochz": {"type": "int", "low": 1, "high": 2}}}, "student.epochz = 1 does not give a valid config"),
     ({"params": {"teacher.lr": {"type": "float", "low": 0.1, "high": 0.2}}}, "only student.\\* keys can vary"),
