@@ -114,7 +114,8 @@ def compare(runs: Sequence[str]) -> str:
         try:
             s = json.loads(p.read_text())
             t, c, st = s.get("teacher", {}), s.get("cache", {}), s.get("student", {})
-            t.get, c.get, st.get  # noqa: B018 - sections must be mappings
+            if not all(isinstance(x, dict) for x in (t, c, st)):
+                raise TypeError("teacher, cache and student must be mappings")
             float(t.get("val_acc", float("nan"))), float(st.get("val_acc", float("nan")))
         except (ValueError, AttributeError, TypeError, OSError) as exc:
             logging.getLogger(__name__).warning("skipping %s: malformed summary.json (%s)", p, exc)

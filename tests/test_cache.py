@@ -9,7 +9,6 @@ from distil.cli import main
 from distil.config import load_config
 from distil.data import open_data, pixels
 from distil.teacher_cache import StaleCacheError, expected_key, load_cache, needed
-from tests.conftest import tiny_config
 
 
 def _key(cfg_path, *overrides):

@@ -85,7 +85,7 @@ def test_a_recipe_can_share_another_runs_teacher(tmp_path, hw13, capsys):
     cfg = tiny_config(tmp_path, hw13)
     assert main(["teacher", "--config", str(cfg)]) == 0
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"base: tiny.yaml\nteacher_from: tiny\nstudent: {{epochs: 1}}\n")
+    recipe.write_text("base: tiny.yaml\nteacher_from: tiny\nstudent: {epochs: 1}\n")
     for stage in ("teacher", "cache", "student"):
         assert main([stage, "--config", str(recipe)]) == 0, capsys.readouterr().err
     assert not (tmp_path / "runs" / "recipe" / "teacher" / "best.pt").exists()

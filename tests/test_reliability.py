@@ -1,13 +1,10 @@
 """Nothing stale, nothing silent: each case here is a way a run could go wrong quietly or loudly
 without help; each gets a named refusal with the command that recovers, and the recovery works."""
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from PIL import Image
 

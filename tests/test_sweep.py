@@ -6,13 +6,12 @@ import subprocess
 import sys
 import time
 
-import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
 
 from distil.cli import main
-from distil.sweep import Sweep, SweepError, check_space, load_space
+from distil.sweep import Sweep
 from tests.conftest import tiny_config
 
 SPACE = {
