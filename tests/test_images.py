@@ -114,3 +114,17 @@ def test_stacked_pixels_read_rows_across_parts():
         s[5]
     with pytest.raises(ValueError, match="image shape"):
         StackedPixels([a, np.zeros((1, 5, 5, 3), np.uint8)])
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo stored sideways with EXIF orientation 6 ("rotate 90° clockwise to show") is decoded
+    as it is shown."""
+    arr = np.zeros((40, 80, 3), np.uint8)
+    arr[:, :40] = (255, 0, 0)  # stored: red on the left half, wide image
+    im = Image.fromarray(arr)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    p = tmp_path / "sideways.jpg"
+    im.save(p, exif=exif.tobytes(), quality=95)
+    shown = load_square(p, 40)  # shown: tall image, red on the top half
+    assert shown[:15, :, 0].mean() > 200 and shown[-15:, :, 0].mean() < 50
