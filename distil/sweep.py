@@ -258,13 +258,17 @@ class Sweep:
                        catch=(ConfigError,))
 
     def run(self, n_trials: int, workers: int = 1) -> Any:
-        """Train the teacher and cache once (reused when done), then ``workers`` processes run trials."""
+        """Train the teacher (when there is none) and build the cache once (reused when it matches), then
+        ``workers`` processes run trials."""
         from .cli import run_stage
+
+        from .models.artifacts import artifact_ok
 
         check_space(self.space, self.config, self.overrides, self.space_path)
         if any(_uses_teacher(t) for t in self.cfg.student.effective_losses()):
-            for stage in ("teacher", "cache"):
-                run_stage(stage, self.config, self.overrides)
+            if not artifact_ok(self.cfg.teacher_dir, "teacher"):
+                run_stage("teacher", self.config, self.overrides)
+            run_stage("cache", self.config, self.overrides)  # reused when it matches the teacher and data
         self.study()  # create it once, before the workers load it
         if workers <= 1:
             self.work(n_trials)
