@@ -49,15 +49,15 @@ def test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch(tmp_pa
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)
 
 
-def test_two_process_cache_equals_one_process_cache_and_student_trains(tmp_path, hw13, capsys):
-    one = tiny_config(tmp_path, hw13, runs_dir=str(tmp_path / "one"))
-    assert main(["teacher", "--config", str(one)]) == 0, capsys.readouterr().err
+def test_two_process_cache_equals_one_process_cache_and_student_trains(tmp_path, built, capsys):
+    import shutil
+
+    shutil.move(tmp_path / "runs", tmp_path / "one")  # the trained teacher, in a runs folder of its own
+    one = tiny_config(tmp_path, tmp_path / "data", runs_dir=str(tmp_path / "one"))
     assert main(["cache", "--config", str(one), "cache.store=[feat]"]) == 0, capsys.readouterr().err
     # the same teacher, cached by two processes
     two_dir = tmp_path / "two" / "tiny"
     two_dir.mkdir(parents=True)
-    import shutil
-
     shutil.copytree(tmp_path / "one" / "tiny" / "teacher", two_dir / "teacher")
     res = torchrun("cache", "--config", str(one), f"runs_dir={tmp_path / 'two'}", "cache.store=[feat]")
     assert res.returncode == 0, res.stderr[-3000:]

@@ -81,14 +81,12 @@ def test_config_typo_fails_before_training(tmp_path, hw13, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_recipe_can_share_another_runs_teacher(tmp_path, hw13, capsys):
-    cfg = tiny_config(tmp_path, hw13)
-    assert main(["teacher", "--config", str(cfg)]) == 0
+def test_a_recipe_can_share_another_runs_teacher(tmp_path, built, capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("base: tiny.yaml\nteacher_from: tiny\nstudent: {epochs: 1}\n")
     for stage in ("teacher", "cache", "student"):
         assert main([stage, "--config", str(recipe)]) == 0, capsys.readouterr().err
-    assert not (tmp_path / "runs" / "recipe" / "teacher" / "best.pt").exists()
+    assert not (tmp_path / "runs" / "recipe" / "teacher" / "teacher.safetensors").exists()
     assert (tmp_path / "runs" / "recipe" / "cache" / "manifest.json").is_file()
     orphan = tmp_path / "orphan.yaml"
     orphan.write_text("base: tiny.yaml\nteacher_from: nobody\n")
@@ -96,10 +94,9 @@ def test_a_recipe_can_share_another_runs_teacher(tmp_path, hw13, capsys):
     assert "make teacher CONFIG=configs/nobody.yaml" in capsys.readouterr().err
 
 
-def test_compare_prints_a_table_of_runs(tmp_path, hw13, capsys):
-    cfg = tiny_config(tmp_path, hw13, student={"epochs": 1})
+def test_compare_prints_a_table_of_runs(tmp_path, built, capsys):
     for stage in ("teacher", "cache", "student"):
-        assert main([stage, "--config", str(cfg)]) == 0
+        assert main([stage, "--config", str(built), "student.epochs=1"]) == 0
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "runs" / "tiny"), str(tmp_path / "nothing")]) == 0
     out = capsys.readouterr().out.splitlines()
