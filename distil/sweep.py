@@ -162,7 +162,8 @@ class Sweep:
         pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
                   "asha": optuna.pruners.SuccessiveHalvingPruner(),
                   "none": optuna.pruners.NopPruner()}[self.space.pruner]
-        seed = self.cfg.seed
+        # each worker its own sampler seed: workers seeded alike would propose the same first trials
+        seed = self.cfg.seed * 1000 + int(os.environ.get("DISTIL_SWEEP_WORKER", "0"))
         sampler = (optuna.samplers.RandomSampler(seed=seed) if self.space.sampler == "random"
                    else optuna.samplers.TPESampler(seed=seed, multivariate=True))
         return optuna.create_study(storage=self._storage, study_name=self.name, load_if_exists=True, sampler=sampler,
@@ -278,7 +279,7 @@ class Sweep:
                    *self.overrides]
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // workers))}
-            procs = [subprocess.Popen(cmd, env=env) for _ in range(workers)]
+            procs = [subprocess.Popen(cmd, env={**env, "DISTIL_SWEEP_WORKER": str(i)}) for i in range(workers)]
             codes = [p.wait() for p in procs]
             if any(codes):
                 raise SweepError(f"sweep workers exited with {codes}; the study is kept: rerun the same command to go on")

@@ -104,3 +104,13 @@ def test_pareto_front_keeps_the_points_nothing_beats():
 
     assert pareto_front([(10, 0.5), (5, 0.6), (20, 0.7), (6, 0.55)]) == [1, 2]
     assert pareto_front([(1, 0.5), (1, 0.5)]) == [0, 1]  # ties beat nobody
+
+
+def test_workers_get_different_sampler_seeds(built, tmp_path, monkeypatch):
+    sw = Sweep(str(built), str(space_file(tmp_path)))
+    monkeypatch.setenv("DISTIL_SWEEP_WORKER", "0")
+    a = sw.study().sampler._rng.rng.random()
+    monkeypatch.setenv("DISTIL_SWEEP_WORKER", "1")
+    b = sw.study().sampler._rng.rng.random()
+    monkeypatch.setenv("DISTIL_SWEEP_WORKER", "0")
+    assert a != b and sw.study().sampler._rng.rng.random() == a
