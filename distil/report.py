@@ -140,7 +140,7 @@ def sweep_sections(run_dir: Path) -> tuple[str, dict[str, bytes]]:
                      "val_acc": t.user_attrs.get("val_acc"), "params": t.user_attrs.get("params"),
                      "MMACs": round(t.user_attrs["macs"] / 1e6, 2) if t.user_attrs.get("macs") else None,
                      **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in t.params.items()},
-                     "note": t.user_attrs.get("pruned_reason") or t.user_attrs.get("failed_reason") or ""}
+                     "note": (t.user_attrs.get("pruned_reason") or t.user_attrs.get("failed_reason") or "")[:160]}
                     for t in trials]
             rows.sort(key=lambda r: -(r["val_acc"] or -1))
             done = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("macs")]
