@@ -20,6 +20,7 @@ The search space is YAML::
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -188,7 +189,7 @@ class Sweep:
         trial.set_user_attr("overrides", over)
         with held(folder / ".trial.lock", f"sweep trial {trial.number}"):
             cfg = load_config(self.config, over)
-            student = create_student(cfg.student.model, self._num_classes(), **cfg.student.kwargs)
+            student = create_student(cfg.student.model, self.num_classes, **cfg.student.kwargs)
             try:
                 params = check_budget(student, cfg.student.budget, f"trial {trial.number} student", cfg.student.img_size)
             except BudgetError as exc:  # never trained: pruned with the reason
@@ -213,12 +214,11 @@ class Sweep:
         out = [got[o] for o in self.space.objectives]
         return out[0] if len(out) == 1 else out
 
-    def _num_classes(self) -> int:
+    @functools.cached_property
+    def num_classes(self) -> int:
         from .data import open_data
 
-        if not hasattr(self, "_classes"):
-            self._classes = open_data(self.cfg).num_classes
-        return self._classes
+        return open_data(self.cfg).num_classes
 
     # ---- workers ----------------------------------------------------------
     def fail_dead_trials(self, study: Any, min_age_s: float = 30.0) -> list[int]:
@@ -319,7 +319,7 @@ class Sweep:
         base = os.path.relpath(Path(self.config).resolve(), Path(out).resolve().parent)
         for item in best.user_attrs["overrides"]:
             k, v = item.split("=", 1)
-            if k.split(".")[-1].isdigit() or any(p.isdigit() for p in k.split(".")):
+            if any(p.isdigit() for p in k.split(".")):
                 continue  # list items: written below as whole lists
             _set_dotted(raw, k, yaml_load(v), str(out))
         cfg = load_config(self.config, best.user_attrs["overrides"])

@@ -8,6 +8,7 @@ import torch
 
 from . import STAGES
 from .. import teacher_cache as tcache
+from ..atomic import sha256_file
 from ..config import Config
 from ..data import distill_set, open_data, pixels
 from ..data.datasets import Normalize, PlainImages, ViewImages, loader
@@ -15,7 +16,6 @@ from ..engine import Engine, device, optimization
 from ..fields import field_dims, fields_of
 from ..losses import teacher_fields
 from ..losses.criterion import Criterion, needs
-from ..atomic import sha256_file
 from ..models import check_budget, create_student, save_artifact
 from ..models.artifacts import artifact_ok
 from ..precision import resolve
@@ -39,8 +39,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     dev = device()
     # unlabelled images carry only teacher targets: a student without teacher terms trains on the labelled ones
     images = distill_set(cfg, layout, train, cfg.cache.unlabeled and uses_teacher)
-    need = tcache.needed(cfg)
-    teacher_need = {**need, "stored": sorted(set().union(*(teacher_fields(t.name) for t in terms)))}
+    teacher_need = tcache.needed(cfg)  # the fields the losses read from the teacher (logits always)
     online = cached = None
     if uses_teacher and sc.teacher_mode == "online":
         online = OnlineTeacher(cfg.teacher_dir, teacher_need["stored"], teacher_need["feature_layer"],
