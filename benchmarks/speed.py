@@ -103,7 +103,7 @@ def main() -> None:
 
     def fresh():
         torch.manual_seed(0)
-        st = create_student(cfg.student.model, layout.num_classes, **cfg.student.kwargs)
+        st = create_student(cfg.student.model, layout.num_classes, cfg.student.img_size, **cfg.student.kwargs)
         cr = Criterion(terms, {"feat": st.num_features, "map": st.stage_channels[-2]}, {})
         return st, cr, adamw(list(st.parameters()) + list(cr.parameters()), cfg.student.lr, 0.05)
 

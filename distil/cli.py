@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--upload", action="store_true", help="also upload to Kaggle (sets submit.upload=true)")
     d = sub.add_parser("demo-data", help="build the Fashion-MNIST demo set in the HW13 layout")
     d.add_argument("--out", default="data/demo-fmnist")
+    x = sub.add_parser("idx-data", help="write IDX files (MNIST) as class folders (train/, val/) of PNGs")
+    x.add_argument("--source", default="../shared/datasets/mnist", help="folder with the four IDX files")
+    x.add_argument("--out", default="data/mnist")
     c = sub.add_parser("compare", help="table of runs: teacher/student accuracy, params, wall time")
     c.add_argument("runs", nargs="+")
     w = sub.add_parser("sweep", help="search student settings on one cached teacher with Optuna (parallel workers)",
@@ -162,6 +165,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"demo data ready at {out}")
+        return 0
+    if args.stage == "idx-data":
+        from .data.demo import build_idx_folders
+
+        try:
+            out = build_idx_folders(REPO_ROOT / args.source, REPO_ROOT / args.out)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"class folders ready at {out}")
         return 0
     if args.stage == "compare":
         print(compare(args.runs))

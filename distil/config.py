@@ -50,6 +50,25 @@ class TrainConfig(_Strict):
     sync_bn: bool = Field(False, description="SyncBatchNorm across processes (several GPUs)")
     resume: Literal["auto", "never"] = "auto"
     max_steps_per_epoch: Optional[int] = Field(None, ge=1)
+    optimizer: str = Field("adamw", description="adamw | adam | sgd (distil.optim.OPTIMIZERS)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov), or Adam's beta1")
+    schedule: str = Field("cosine", description="cosine (warm-up then cosine decay to 0) | constant (warm-up then lr)")
+    mean: Optional[list[float]] = Field(None, min_length=3, max_length=3,
+                                        description="Input normalisation mean per RGB channel (0..1); default: the model's")
+    std: Optional[list[float]] = Field(None, min_length=3, max_length=3, description="Input normalisation std; with mean")
+
+    @model_validator(mode="after")
+    def _by_name(self) -> "TrainConfig":
+        from .optim import OPTIMIZERS, SCHEDULES
+
+        for key, reg in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            if getattr(self, key) not in reg:
+                raise ValueError(f"{key} {getattr(self, key)!r} is not one of {', '.join(reg.names())}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("set mean and std together (or neither: the model's own normalisation)")
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+        return self
 
 
 class TeacherConfig(TrainConfig):
@@ -59,11 +78,22 @@ class TeacherConfig(TrainConfig):
     drop_rate: float = Field(0.2, ge=0, lt=1)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     aug_scale_min: float = Field(0.35, gt=0, le=1)
+    augment: str = Field("crop_flip_jitter", description="crop_flip_jitter | none (the whole image, as validation sees it)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the model's builder")
 
     @model_validator(mode="after")
     def _weights_needed(self) -> "TeacherConfig":
+        from .data.datasets import AUGMENTATIONS
+        from .models.teacher import is_zoo
+
         if self.pretrained == "file" and not self.weights:
             raise ValueError("teacher.pretrained is 'file' but teacher.weights is not set: give a .pth/.safetensors path")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment {self.augment!r} is not one of {', '.join(AUGMENTATIONS.names())}")
+        if is_zoo(self.model):
+            from .models.students import check_student_kwargs
+
+            check_student_kwargs(self.model, {"drop": self.drop_rate, **self.kwargs}, self.img_size)
         return self
 
 
@@ -83,6 +113,19 @@ class CacheConfig(_Strict):
                             "outputs on their views join the cache; CE skips them (their labels are never known)")
 
 
+class AdapterConfig(_Strict):
+    kind: str = Field(description="linear | conv1x1 | conv3x3 | pool (teacher averaged down) | identity")
+    bn: bool = Field(False, description="BatchNorm after the adapter's layer (no bias then)")
+
+    @model_validator(mode="after")
+    def _known(self) -> "AdapterConfig":
+        from .fields import ADAPTERS
+
+        if self.kind not in ADAPTERS:
+            raise ValueError(f"adapter kind {self.kind!r} is not one of {', '.join(ADAPTERS.names())}")
+        return self
+
+
 class StudentConfig(TrainConfig):
     model: str = "dwsep"
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -98,6 +141,9 @@ class StudentConfig(TrainConfig):
         min_length=1,
     )
     student_layer: int = Field(-2, description="Student stage index whose map feeds map losses")
+    adapters: dict[str, AdapterConfig] = Field(
+        default_factory=dict, description="Per field (feat, map): the adapter from the student's size to the "
+        "teacher's, e.g. {map: {kind: conv3x3, bn: false}}; default: linear for feat, conv1x1 + BN for map")
     dir: str = Field("student", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$",
                      description="Folder under runs/<name>/ (benchmarks and sweeps use several)")
 
@@ -106,8 +152,14 @@ class StudentConfig(TrainConfig):
         from .losses.criterion import validate_terms  # imports torch; only when a config is validated
         from .models.students import check_student_kwargs
 
+        from .fields import FIELDS, field
+
         validate_terms(self.losses)
-        check_student_kwargs(self.model, self.kwargs)
+        check_student_kwargs(self.model, self.kwargs, self.img_size)
+        adaptable = [n for n in FIELDS if field(n).adapter]
+        for name in self.adapters:
+            if name not in adaptable:
+                raise ValueError(f"student.adapters: {name!r} is not a field with an adapter ({', '.join(adaptable)})")
         return self
 
     def effective_losses(self) -> list[LossTerm]:
@@ -158,7 +210,7 @@ class Config(_Strict):
         if self.cache.feature_layer is not None and not self.teacher_from:
             from .models.teacher import check_feature_layer
 
-            check_feature_layer(self.teacher.model, self.cache.feature_layer)
+            check_feature_layer(self.teacher.model, self.cache.feature_layer, self.teacher.img_size)
         return self
 
     # ---- derived paths -------------------------------------------------

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from . import distributed
 from .atomic import remove_stale_temps, write_text
 from .checkpoint import CheckpointSaver, rng_state, set_rng_state
+from .optim import adamw, cosine_schedule, optimization  # noqa: F401 - re-exported
 from .precision import Precision
 from .progress import progress
 
@@ -45,35 +46,6 @@ class NonFiniteLoss(FloatingPointError):
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay to 0, stepped once per batch."""
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        p = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
-
-
-def adamw(params: Iterator[nn.Parameter] | list, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with no weight decay on biases and norm weights (1-d tensors)."""
-    decay, no_decay = [], []
-    for p in params:
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-
-
-def optimization(tc: Any, params: Iterator[nn.Parameter], steps_per_epoch: int
-                 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW and the warm-up + cosine schedule (stepped per batch) of one stage's ``TrainConfig`` ``tc``."""
-    steps = min(steps_per_epoch, tc.max_steps_per_epoch or steps_per_epoch)
-    opt = adamw(params, tc.lr, tc.weight_decay)
-    return opt, cosine_schedule(opt, steps * tc.epochs, int(steps * tc.warmup_epochs))
 
 
 def to_device(batch: dict[str, Any], dev: torch.device) -> dict[str, Any]:

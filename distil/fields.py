@@ -21,45 +21,95 @@ from torch import Tensor, nn
 from .registry import Registry
 
 Extractor = Callable[[nn.Module, Tensor, list[Tensor]], Tensor]
-AdapterFactory = Callable[[int, int], nn.Module]
 
 
 @dataclass(frozen=True)
 class Field:
     """``extract(model, final, intermediates)`` -> (B, ...); ``dtype``: storage type in the cache;
-    ``needs_layer``: read from the intermediate map at ``cache.feature_layer``; ``adapter(c_s, c_t)``:
-    the trainable map from the student's channel size to the teacher's (None: sizes must agree)."""
+    ``needs_layer``: read from the intermediate map at ``cache.feature_layer``; ``adapter`` / ``adapter_bn``:
+    the default ``ADAPTERS`` entry that maps the student's tensor to the teacher's size (None: sizes must
+    agree). ``student.adapters`` overrides it per field."""
 
     name: str
     extract: Extractor
     dtype: type
     needs_layer: bool = False
-    adapter: Optional[AdapterFactory] = None
+    adapter: Optional[str] = None
+    adapter_bn: bool = False
 
 
-class MapRegressor(nn.Module):
-    """FitNet-style regressor: 1x1 conv + BN from the student's channels to the teacher's, then a
-    bilinear resize to the teacher's grid. (B, c_s, h, w) -> (B, c_t, H, W)."""
+class Adapter(nn.Module):
+    """``forward(s, t) -> (s', t')``: the student's (B, c_s, ...) and teacher's (B, c_t, ...) tensors made
+    comparable. Trained with the student, never part of the deployed model."""
 
-    def __init__(self, c_s: int, c_t: int):
+    def forward(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _resize_like(y: Tensor, like: Tensor) -> Tensor:
+    if y.ndim == 4 and y.shape[-2:] != like.shape[-2:]:
+        return F.interpolate(y, size=like.shape[-2:], mode="bilinear", align_corners=False)
+    return y
+
+
+class Projection(Adapter):
+    """Linear (B, D_s) -> (B, D_t), or a k x k conv (B, c_s, h, w) -> (B, c_t, h, w) resized bilinearly to the
+    teacher's grid (FitNet's regressor); with ``bn`` a BatchNorm follows (and the layer has no bias)."""
+
+    def __init__(self, c_s: int, c_t: int, bn: bool = False, kernel: int = 0):
         super().__init__()
-        self.proj = nn.Sequential(nn.Conv2d(c_s, c_t, 1, bias=False), nn.BatchNorm2d(c_t))
+        if kernel:
+            layers: list[nn.Module] = [nn.Conv2d(c_s, c_t, kernel, padding=kernel // 2, bias=not bn)]
+            layers += [nn.BatchNorm2d(c_t)] if bn else []
+        else:
+            layers = [nn.Linear(c_s, c_t, bias=not bn)] + ([nn.BatchNorm1d(c_t)] if bn else [])
+        self.proj = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor, like: Tensor) -> Tensor:
-        y = self.proj(x)
-        return y if y.shape[-2:] == like.shape[-2:] else F.interpolate(y, size=like.shape[-2:], mode="bilinear",
-                                                                      align_corners=False)
+    def forward(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        return _resize_like(self.proj(s), t), t
 
 
-class Projection(nn.Module):
-    """Linear projection of a (B, D_s) embedding to (B, D_t)."""
+class TeacherPool(Adapter):
+    """No parameters: the teacher's channels are averaged in consecutive groups down to the student's size
+    (the PyTorch tutorial's ``avg_pool1d(hidden, 2)`` for 2048 -> 1024); maps are resized to the teacher's grid."""
 
-    def __init__(self, d_s: int, d_t: int):
+    def __init__(self, c_s: int, c_t: int, bn: bool = False):
         super().__init__()
-        self.proj = nn.Linear(d_s, d_t)
+        if c_t % c_s:
+            raise ValueError(f"adapter 'pool' needs the teacher's size ({c_t}) to be a multiple of the student's ({c_s})")
+        if bn:
+            raise ValueError("adapter 'pool' has no layer to normalise: set bn: false")
+        self.c_s = c_s
 
-    def forward(self, x: Tensor, like: Tensor) -> Tensor:
-        return self.proj(x)
+    def forward(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        t = t.unflatten(1, (self.c_s, -1)).mean(2)
+        return _resize_like(s, t), t
+
+
+class Identity(Adapter):
+    """No parameters: the sizes must agree already."""
+
+    def __init__(self, c_s: int, c_t: int, bn: bool = False):
+        super().__init__()
+        if c_s != c_t:
+            raise ValueError(f"adapter 'identity' needs equal sizes, the student has {c_s} and the teacher {c_t}: "
+                             "use linear, conv1x1, conv3x3 or pool")
+
+    def forward(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        return _resize_like(s, t), t
+
+
+ADAPTERS: Registry[Callable[..., Adapter]] = Registry("adapter")
+ADAPTERS.register("linear")(lambda c_s, c_t, bn=False: Projection(c_s, c_t, bn))
+ADAPTERS.register("conv1x1")(lambda c_s, c_t, bn=False: Projection(c_s, c_t, bn, kernel=1))
+ADAPTERS.register("conv3x3")(lambda c_s, c_t, bn=False: Projection(c_s, c_t, bn, kernel=3))
+ADAPTERS.register("pool")(TeacherPool)
+ADAPTERS.register("identity")(Identity)
+
+
+def MapRegressor(c_s: int, c_t: int) -> Adapter:  # noqa: N802 - the FitNet regressor by its usual name
+    """FitNet-style regressor: 1x1 conv + BN from the student's channels to the teacher's, resized to its grid."""
+    return Projection(c_s, c_t, bn=True, kernel=1)
 
 
 FIELDS: Registry[Field] = Registry("field")  # type: ignore[type-var]
@@ -70,9 +120,9 @@ def _register(f: Field) -> None:
 
 
 _register(Field("logits", lambda m, final, inter: m.forward_head(final), np.float32))
-_register(Field("feat", lambda m, final, inter: m.forward_head(final, pre_logits=True), np.float16,
-                adapter=Projection))
-_register(Field("map", lambda m, final, inter: inter[0], np.float16, needs_layer=True, adapter=MapRegressor))
+_register(Field("feat", lambda m, final, inter: m.forward_head(final, pre_logits=True), np.float16, adapter="linear"))
+_register(Field("map", lambda m, final, inter: inter[0], np.float16, needs_layer=True, adapter="conv1x1",
+                adapter_bn=True))
 
 
 def field(name: str) -> Field:

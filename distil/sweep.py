@@ -189,7 +189,7 @@ class Sweep:
         trial.set_user_attr("overrides", over)
         with held(folder / ".trial.lock", f"sweep trial {trial.number}"):
             cfg = load_config(self.config, over)
-            student = create_student(cfg.student.model, self.num_classes, **cfg.student.kwargs)
+            student = create_student(cfg.student.model, self.num_classes, cfg.student.img_size, **cfg.student.kwargs)
             try:
                 params = check_budget(student, cfg.student.budget, f"trial {trial.number} student", cfg.student.img_size)
             except BudgetError as exc:  # never trained: pruned with the reason

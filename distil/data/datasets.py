@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..registry import Registry
 from .views import render_view
 
 
@@ -28,23 +29,50 @@ class _Epoch(Dataset):
         return np.random.default_rng((self.seed, self.epoch, index))
 
 
-class AugmentedImages(_Epoch):
-    """Teacher training: albumentations on cached pixels. Item: ``{image, target, index}``."""
+AUGMENTATIONS: Registry[Callable[..., Callable[[np.ndarray, int], np.ndarray]]] = Registry("augmentation")
 
-    def __init__(self, pixels: np.ndarray, labels: np.ndarray, img_size: int, scale_min: float = 0.35, seed: int = 0):
-        self.pixels, self.labels, self.seed = pixels, labels, seed
+
+@AUGMENTATIONS.register("crop_flip_jitter")
+class CropFlipJitter:
+    """RandomResizedCrop (area ``scale_min``..1) + horizontal flip + colour jitter (albumentations)."""
+
+    def __init__(self, img_size: int, scale_min: float = 0.35):
         self.tf = A.Compose([
             A.RandomResizedCrop(size=(img_size, img_size), scale=(scale_min, 1.0)),
             A.HorizontalFlip(p=0.5),
             A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=0.5),
         ])
 
+    def __call__(self, img: np.ndarray, seed: int) -> np.ndarray:
+        self.tf.set_random_seed(seed)
+        return self.tf(image=img)["image"]
+
+
+@AUGMENTATIONS.register("none")
+class NoAugmentation:
+    """The whole image at ``img_size``, exactly as validation sees it (the tutorials' ``ToTensor`` only)."""
+
+    def __init__(self, img_size: int, scale_min: float = 1.0):
+        self.img_size = img_size
+
+    def __call__(self, img: np.ndarray, seed: int) -> np.ndarray:
+        s = img.shape[0]
+        return render_view(img, np.array([0, 0, s, s, 0], dtype=np.int32), self.img_size)
+
+
+class AugmentedImages(_Epoch):
+    """Teacher training: ``AUGMENTATIONS[augment]`` on cached pixels. Item: ``{image, target, index}``."""
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, img_size: int, scale_min: float = 0.35, seed: int = 0,
+                 augment: str = "crop_flip_jitter"):
+        self.pixels, self.labels, self.seed = pixels, labels, seed
+        self.tf = AUGMENTATIONS.get(augment)(img_size, scale_min)
+
     def __len__(self) -> int:
         return len(self.pixels)
 
     def __getitem__(self, i: int):
-        self.tf.set_random_seed(int(self._rng(i).integers(2**31)))
-        img = self.tf(image=np.asarray(self.pixels[i]))["image"]
+        img = self.tf(np.asarray(self.pixels[i]), int(self._rng(i).integers(2**31)))
         return {"image": torch.from_numpy(np.ascontiguousarray(img)), "target": int(self.labels[i]), "index": i}
 
 

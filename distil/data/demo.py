@@ -63,3 +63,35 @@ def build_demo(out: Path, source: Path = FMNIST_DIR, per_class: int = 200, val_p
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def build_idx_folders(source: Path, out: Path) -> Path:
+    """Write an IDX set (MNIST's four ``*-idx*-ubyte[.gz]`` files in ``source``) as class folders under ``out``:
+    ``train/<digit>/<n>.png`` (the training set) and ``val/<digit>/<n>.png`` (the official test set), lossless
+    PNG. Built beside, then moved into place; an existing complete set is kept."""
+    source, out = Path(source), Path(out)
+    if (out / "DONE").is_file():
+        return out
+
+    def find(stem: str) -> Path:
+        for name in (f"{stem}.gz", stem):
+            if (source / name).is_file():
+                return source / name
+        raise FileNotFoundError(f"{source / stem}[.gz] not found: point --source at a folder with MNIST's IDX files "
+                                "(train-images-idx3-ubyte.gz, ...), e.g. ../shared/datasets/mnist")
+
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split, prefix in (("train", "train"), ("val", "t10k")):
+        images, labels = read_idx(find(f"{prefix}-images-idx3-ubyte")), read_idx(find(f"{prefix}-labels-idx1-ubyte"))
+        if len(images) != len(labels):
+            raise ValueError(f"{source}: {prefix} has {len(images)} images but {len(labels)} labels")
+        for c in np.unique(labels):
+            (tmp / split / str(int(c))).mkdir(parents=True)
+        for n, (img, c) in enumerate(zip(images, labels)):
+            Image.fromarray(img, "L").save(tmp / split / str(int(c)) / f"{n:05d}.png")
+    write_text(tmp / "README.md", f"Class folders built by `distil idx-data` from the IDX files in {source}.\n")
+    write_text(tmp / "DONE", "")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

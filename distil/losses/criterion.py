@@ -5,7 +5,7 @@ from typing import Any, Iterable, Optional
 
 from torch import Tensor, nn
 
-from ..fields import field, fields_of
+from ..fields import ADAPTERS, field, fields_of
 from . import LOSSES, LossConfigError, check_kwargs, loss_adapted, loss_inputs
 
 
@@ -30,8 +30,12 @@ class Criterion(nn.Module):
     ``Adapted`` arguments; adapters train with the student and are never part of the deployed model.
     """
 
-    def __init__(self, terms: list[Any], student_dims: dict[str, int], teacher_dims: dict[str, Optional[int]]):
+    def __init__(self, terms: list[Any], student_dims: dict[str, int], teacher_dims: dict[str, Optional[int]],
+                 adapters: Optional[dict[str, Any]] = None):
+        """``adapters``: per field, an object with ``kind`` (an ``ADAPTERS`` name) and ``bn``, overriding the
+        field's default adapter."""
         super().__init__()
+        adapters = adapters or {}
         validate_terms(terms)
         self.terms = list(terms)
         self.kwargs = [check_kwargs(t.name, t.kwargs) for t in self.terms]
@@ -42,9 +46,13 @@ class Criterion(nn.Module):
                 if teacher_dims.get(name) is None:
                     raise LossConfigError(f"loss {t.name!r} needs the teacher's {name!r}; it is not available "
                                           f"(for maps set cache.feature_layer)")
-                if f.adapter is None:
+                kind, bn = (adapters[name].kind, adapters[name].bn) if name in adapters else (f.adapter, f.adapter_bn)
+                if kind is None:
                     raise LossConfigError(f"loss {t.name!r} adapts {name!r}, which has no adapter")
-                self.adapters[f"{i}_{name}"] = f.adapter(student_dims[name], int(teacher_dims[name]))  # type: ignore[arg-type]
+                try:
+                    self.adapters[f"{i}_{name}"] = ADAPTERS.get(kind)(student_dims[name], int(teacher_dims[name]), bn)  # type: ignore[arg-type]
+                except ValueError as exc:
+                    raise LossConfigError(f"student.adapters.{name}: {exc}") from None
 
     @property
     def needs(self) -> set[str]:
@@ -56,7 +64,7 @@ class Criterion(nn.Module):
         for i, (t, kwargs) in enumerate(zip(self.terms, self.kwargs)):
             kw = {k: tensors[k] for k in loss_inputs(t.name)}
             for name in fields_of(loss_adapted(t.name), "s"):
-                kw[f"{name}_s"] = self.adapters[f"{i}_{name}"](kw[f"{name}_s"], kw[f"{name}_t"])
+                kw[f"{name}_s"], kw[f"{name}_t"] = self.adapters[f"{i}_{name}"](kw[f"{name}_s"], kw[f"{name}_t"])
             value = LOSSES.get(t.name)(**kw, **kwargs)
             key = t.name if t.name not in out else f"{t.name}_{i}"
             out[key] = value.detach()

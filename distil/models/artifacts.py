@@ -64,7 +64,7 @@ def load_student(folder: Path, budget: int, how: str = "run the student stage fi
 
     meta = read_meta(folder, "student", how)
     try:
-        model = create_student(meta["arch"], int(meta["num_classes"]), **meta.get("kwargs", {}))
+        model = create_student(meta["arch"], int(meta["num_classes"]), int(meta["img_size"]), **meta.get("kwargs", {}))
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"{Path(folder) / 'student.json'}: cannot build the student ({exc}); {how}") from None
     load_weights(model, folder, "student", how)
@@ -74,14 +74,13 @@ def load_student(folder: Path, budget: int, how: str = "run the student stage fi
 
 def load_teacher(folder: Path, how: str = "run the teacher stage first") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the fine-tuned teacher in ``folder``, frozen (eval, no gradients). Returns ``(model, meta)``."""
-    import timm
-
-    from .teacher import freeze
+    from .teacher import TeacherError, build_model, freeze
 
     meta = read_meta(folder, "teacher", how)
     try:
-        model = timm.create_model(meta["arch"], pretrained=False, num_classes=int(meta["num_classes"]))
-    except (KeyError, RuntimeError) as exc:
+        model = build_model(meta["arch"], int(meta["num_classes"]), img_size=int(meta["img_size"]),
+                            kwargs=meta.get("kwargs", {}))
+    except (KeyError, RuntimeError, TypeError, TeacherError) as exc:
         raise ArtifactError(f"{Path(folder) / 'teacher.json'}: cannot build the teacher ({exc}); {how}") from None
     load_weights(model, folder, "teacher", how)
     return freeze(model), meta

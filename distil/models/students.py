@@ -1,4 +1,5 @@
-"""The student zoo: small CNNs from depthwise-separable-style blocks, created by name.
+"""The model zoo: small CNNs from depthwise-separable-style blocks (and, in ``tutorials``, the public
+tutorials' nets), created by name as student or teacher.
 
 Every student has timm's interface, so one extractor (``distil.fields``) serves teacher and student::
 
@@ -11,9 +12,11 @@ parameters for 11 classes (``distil params`` prints the table).
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Optional, Sequence, Union
 
+import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
@@ -115,22 +118,26 @@ def ghost(num_classes: int, width: float = 1.0, depth: float = 1.0, drop: float 
     return StudentNet(GhostBottleneck, num_classes, w, d, [1, 2, 2, 2], stem=_round(16 * width), drop=drop, expand=expand)
 
 
-def create_student(name: str, num_classes: int, **kwargs: Any) -> StudentNet:
-    """Build a registered student by name; unknown names and keyword arguments fail clearly."""
+def create_student(name: str, num_classes: int, img_size: Optional[int] = None, **kwargs: Any) -> nn.Module:
+    """Build a registered model by name; unknown names and keyword arguments fail clearly. A model whose
+    builder takes ``img_size`` (its linear layer reads a flattened map) gets the stage's ``img_size``
+    unless ``kwargs`` sets it."""
     fn = STUDENTS.get(name)
+    if img_size is not None and "img_size" in inspect.signature(fn).parameters:
+        kwargs = {"img_size": img_size, **kwargs}
     try:
         return fn(num_classes, **kwargs)
     except TypeError as exc:
-        import inspect
-
         params = [p for p in inspect.signature(fn).parameters if p != "num_classes"]
         raise TypeError(f"student {name!r}: {exc}; valid student.kwargs: {', '.join(params)}") from None
 
 
-def check_student_kwargs(name: str, kwargs: dict[str, Any]) -> None:
-    """Raise ``ValueError`` (at config load) for an unknown student or keyword, or one that does not build."""
+def check_student_kwargs(name: str, kwargs: dict[str, Any], img_size: Optional[int] = None) -> None:
+    """Raise ``ValueError`` (at config load) for an unknown student or keyword, or one that does not build
+    (on the meta device: no memory, no compute)."""
     try:
-        create_student(name, 10, **kwargs)
+        with torch.device("meta"):
+            create_student(name, 10, img_size, **kwargs)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
     except (TypeError, ValueError, ZeroDivisionError, RuntimeError) as exc:

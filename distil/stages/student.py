@@ -12,7 +12,8 @@ from ..atomic import sha256_file
 from ..config import Config
 from ..data import distill_set, open_data, pixels
 from ..data.datasets import Normalize, PlainImages, ViewImages, loader
-from ..engine import Engine, device, optimization
+from ..engine import Engine, device
+from ..optim import optimization
 from ..fields import field_dims, fields_of
 from ..losses import teacher_fields
 from ..losses.criterion import Criterion, needs
@@ -33,7 +34,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     terms = sc.effective_losses()
     uses_teacher = any(teacher_fields(t.name) for t in terms)
     layout = open_data(cfg)
-    student = create_student(sc.model, layout.num_classes, **sc.kwargs)
+    student = create_student(sc.model, layout.num_classes, sc.img_size, **sc.kwargs)
     params = check_budget(student, sc.budget, f"student {sc.model!r}", sc.img_size)  # the gate: before any training
     train, val = pixels(cfg, layout, "train"), pixels(cfg, layout, "val")
     dev = device()
@@ -52,8 +53,9 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     else:
         views, teacher_dims = tcache.views_for(cfg, len(images)), {}
     layer = sc.student_layer
+    norm = (sc.mean, sc.std) if sc.mean else STUDENT_NORM
     student_dims = field_dims(student, sc.img_size, fields_of(needs(terms), "s"), layer)
-    distiller = Distiller(student, Criterion(terms, student_dims, teacher_dims), Normalize(*STUDENT_NORM), layer, online)
+    distiller = Distiller(student, Criterion(terms, student_dims, teacher_dims, sc.adapters), Normalize(*norm), layer, online)
     distiller.to(dev)
     if sc.channels_last:
         distiller.to(memory_format=torch.channels_last)
@@ -68,8 +70,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     trainable = [p for p in distiller.parameters() if p.requires_grad]
     opt, sched = optimization(sc, iter(trainable), len(train_dl))
     meta = {"kind": "student", "arch": sc.model, "kwargs": dict(sc.kwargs), "num_classes": layout.num_classes,
-            "class_names": layout.class_names, "img_size": sc.img_size, "mean": list(STUDENT_NORM[0]),
-            "std": list(STUDENT_NORM[1]), "params": params, "budget": sc.budget}
+            "class_names": layout.class_names, "img_size": sc.img_size, "mean": list(norm[0]),
+            "std": list(norm[1]), "params": params, "budget": sc.budget}
 
     def on_best(row: dict[str, Any]) -> None:
         save_artifact(out, "student", student, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})

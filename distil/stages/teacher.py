@@ -11,7 +11,8 @@ from . import STAGES
 from ..config import Config
 from ..data import open_data, pixels
 from ..data.datasets import AugmentedImages, Normalize, PlainImages, loader
-from ..engine import Engine, device, optimization
+from ..engine import Engine, device
+from ..optim import optimization
 from ..models import count_params, save_artifact
 from ..models.artifacts import artifact_ok
 from ..models.teacher import TeacherError, create_teacher, teacher_norm
@@ -34,20 +35,20 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     layout = open_data(cfg)
     train, val = pixels(cfg, layout, "train"), pixels(cfg, layout, "val")
     dev = device()
-    model = create_teacher(tc.model, layout.num_classes, tc.pretrained, tc.weights, tc.drop_rate)
-    mean, std = teacher_norm(model)
+    model = create_teacher(tc.model, layout.num_classes, tc.pretrained, tc.weights, tc.drop_rate, tc.img_size, tc.kwargs)
+    mean, std = (tc.mean, tc.std) if tc.mean else teacher_norm(model)
     task = Classification(model, Normalize(mean, std), tc.label_smoothing).to(dev)
     if tc.channels_last:
         task.to(memory_format=torch.channels_last)
     out = rd.stage("teacher")
 
-    train_dl = loader(AugmentedImages(train.pixels, train.split.labels, tc.img_size, tc.aug_scale_min, cfg.seed),
+    train_dl = loader(AugmentedImages(train.pixels, train.split.labels, tc.img_size, tc.aug_scale_min, cfg.seed, tc.augment),
                       tc.batch_size, shuffle=True, workers=cfg.data.workers, seed=cfg.seed,
                       drop_last=len(train.pixels) > tc.batch_size)
     val_dl = loader(PlainImages(val.pixels, val.split.labels, tc.img_size), tc.batch_size * 2, shuffle=False,
                     workers=cfg.data.workers, shard=True)
     opt, sched = optimization(tc, task.parameters(), len(train_dl))
-    meta = {"kind": "teacher", "arch": tc.model, "num_classes": layout.num_classes, "class_names": layout.class_names,
+    meta = {"kind": "teacher", "arch": tc.model, "kwargs": dict(tc.kwargs), "num_classes": layout.num_classes, "class_names": layout.class_names,
             "mean": list(mean), "std": list(std), "img_size": tc.img_size, "params": count_params(model)}
 
     def on_best(row: dict[str, Any]) -> None:
