@@ -56,12 +56,13 @@ def views_for(cfg: Any, n: int) -> np.ndarray:
 
 def cache_key(*, teacher_sha256: str, pixel_key: str, img_size: int, mean: Any, std: Any, views: int,
               scale_min: float, seed: int, unlabeled_key: Optional[str] = None) -> dict[str, Any]:
-    """Everything a cache's values depend on; a student expects exactly this dict in the manifest.
+    """Everything a cache's values depend on; a student expects exactly this dict in the manifest. With one
+    view (the whole image) the seed and crop scale change nothing, so they are left out (seeds share a cache).
     ``unlabeled_key`` (pixel key of unlabelled images appended to the training rows) is absent without them."""
     key = {
         "format": FORMAT_VERSION, "teacher_sha256": teacher_sha256, "pixel_key": pixel_key,
         "transform": {"img_size": img_size, "mean": list(mean), "std": list(std), "views": views,
-                      "scale_min": scale_min, "seed": seed},
+                      "scale_min": scale_min if views > 1 else None, "seed": seed if views > 1 else None},
     }
     if unlabeled_key is not None:
         key["unlabeled_key"] = unlabeled_key

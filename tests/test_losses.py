@@ -233,3 +233,21 @@ def test_dkd_warmup_scales_linearly_like_the_authors():
         got = LOSSES.get("dkd")(**kw, epoch=torch.tensor(float(epoch)), warmup=20.0).item()
         assert got == pytest.approx(share * full, rel=1e-6)
     assert LOSSES.get("dkd")(**kw, epoch=torch.tensor(0.0)).item() == pytest.approx(full)  # warmup 0: off
+
+
+def test_kd_probabilities_as_input_reproduces_kldivloss_given_probabilities():
+    """The MNIST notes' loss: nn.KLDivLoss(reduction='batchmean')(softmax(s/T), softmax(t/T)), in float64, with
+    its gradient; it is not zero when the student equals the teacher (the correct KD is)."""
+    s64 = FIXED["logits_s"].double().requires_grad_(True)
+    t64 = FIXED["logits_t"].double()
+    T = 5.0
+    ref = torch.nn.KLDivLoss(reduction="batchmean")(torch.softmax(s64 / T, 1), torch.softmax(t64 / T, 1))
+    ref.backward()
+    s = FIXED["logits_s"].clone().requires_grad_(True)
+    got = LOSSES.get("kd")(logits_s=s, logits_t=FIXED["logits_t"], temperature=T, probabilities_as_input=True)
+    got.backward()
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+    torch.testing.assert_close(s.grad.double(), s64.grad, rtol=1e-4, atol=1e-7)
+    same = FIXED["logits_t"]
+    assert LOSSES.get("kd")(logits_s=same, logits_t=same, temperature=T, probabilities_as_input=True).abs().item() > 0.1
+    assert LOSSES.get("kd")(logits_s=same, logits_t=same, temperature=T).abs().item() < 1e-6

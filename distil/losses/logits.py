@@ -27,10 +27,19 @@ def _prep(logits_s: Tensor, logits_t: Tensor, standardize: bool) -> tuple[Tensor
 
 
 @LOSSES.register("kd")
-def kd(*, logits_s: Tensor, logits_t: Tensor, temperature: Positive = 4.0, standardize: bool = False) -> Tensor:
-    """Hinton KD: ``KL(softmax(t/T) || softmax(s/T))``, ``batchmean``, times ``T**2``. (B, C) x2 -> scalar."""
+def kd(*, logits_s: Tensor, logits_t: Tensor, temperature: Positive = 4.0, standardize: bool = False,
+       probabilities_as_input: bool = False) -> Tensor:
+    """Hinton KD: ``KL(softmax(t/T) || softmax(s/T))``, ``batchmean``, times ``T**2``. (B, C) x2 -> scalar.
+
+    ``probabilities_as_input`` reproduces a common mistake (the MNIST KD notes): ``nn.KLDivLoss`` given the
+    student's *probabilities* where it expects log-probabilities, and no ``T**2``:
+    ``sum(p_t * (log p_t - p_s)) / B``. That is not a divergence (it is not 0 when the student equals the
+    teacher) and its gradient, ``-p_t / B`` per student probability, only pushes probability towards the
+    classes the teacher likes, without ever matching the teacher's distribution. Only for reproducing them."""
     s, t = _prep(logits_s, logits_t, standardize)
     T = temperature
+    if probabilities_as_input:
+        return F.kl_div(F.softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean")
     return F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), reduction="batchmean", log_target=True) * T * T
 
 

@@ -179,7 +179,7 @@ def check_feature_layer(name: str, layer: int, img_size: Optional[int] = None) -
     no weights, no compute)."""
     try:
         with torch.device("meta"):
-            model = build_model(name, 10, img_size=img_size)
+            model = build_model(name, 10, img_size=img_size).eval()
             model.forward_intermediates(torch.empty(1, 3, img_size or 64, img_size or 64), indices=[layer])
     except (RuntimeError, AssertionError, IndexError, ValueError) as exc:
         raise ValueError(f"cache.feature_layer {layer} is not a feature index of teacher {name!r} ({exc})") from None
