@@ -73,7 +73,8 @@ class TrainConfig(_Strict):
 
 class TeacherConfig(TrainConfig):
     model: str = "tf_efficientnet_lite0"
-    pretrained: Literal["auto", "hub", "wheel", "file", "none"] = "auto"
+    epochs: int = Field(10, ge=0, description="0: use a fine-tuned teacher as it is (pretrained: finetuned)")
+    pretrained: Literal["auto", "hub", "wheel", "file", "finetuned", "none"] = "auto"
     weights: Optional[str] = None
     drop_rate: float = Field(0.2, ge=0, lt=1)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
@@ -86,8 +87,12 @@ class TeacherConfig(TrainConfig):
         from .data.datasets import AUGMENTATIONS
         from .models.teacher import is_zoo
 
-        if self.pretrained == "file" and not self.weights:
-            raise ValueError("teacher.pretrained is 'file' but teacher.weights is not set: give a .pth/.safetensors path")
+        if self.pretrained in ("file", "finetuned") and not self.weights:
+            raise ValueError(f"teacher.pretrained is {self.pretrained!r} but teacher.weights is not set: "
+                             "give a .pth/.safetensors path")
+        if self.epochs == 0 and self.pretrained != "finetuned":
+            raise ValueError("teacher.epochs is 0 (use the teacher as it is), which needs a teacher fine-tuned on this "
+                             "task: set teacher.pretrained: finetuned and teacher.weights: <its .pth/.safetensors>")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment {self.augment!r} is not one of {', '.join(AUGMENTATIONS.names())}")
         if is_zoo(self.model):

@@ -42,3 +42,45 @@ def test_missing_weights_are_explained():
         create_teacher("resnet18", 11, pretrained="file", weights="/nope.pth")
     with pytest.raises(TeacherError, match="unknown model .resnet_does_not_exist.: neither a timm model"):
         create_teacher("resnet_does_not_exist", 11)
+
+
+def test_torchvision_resnet18_state_dict_is_a_finetuned_timm_teacher(tmp_path):
+    """HW13's course teacher is a torchvision resnet18 state dict for 11 classes: it loads as-is (head kept)."""
+    import torchvision
+
+    tv = torchvision.models.resnet18(num_classes=11).eval()
+    torch.save(tv.state_dict(), tmp_path / "resnet18_hw13.pth")
+    m = create_teacher("resnet18", 11, pretrained="finetuned", weights=str(tmp_path / "resnet18_hw13.pth")).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(m(x), tv(x))
+    with pytest.raises(TeacherError, match="is not a 'resnet18' with 10 classes"):
+        create_teacher("resnet18", 10, pretrained="finetuned", weights=str(tmp_path / "resnet18_hw13.pth"))
+    with pytest.raises(TeacherError, match="is not a 'resnet34'"):
+        create_teacher("resnet34", 11, pretrained="finetuned", weights=str(tmp_path / "resnet18_hw13.pth"))
+
+
+def test_teacher_epochs_0_evaluates_and_caches_the_finetuned_teacher_as_it_is(tmp_path):
+    import json
+
+    import timm
+    from safetensors.torch import load_file
+
+    from conftest import make_hw13, tiny_config
+    from distil.cli import main
+    from distil.config import ConfigError, load_config
+
+    data = make_hw13(tmp_path / "data")
+    own = timm.create_model("test_efficientnet", pretrained=False, num_classes=3)
+    torch.save(own.state_dict(), tmp_path / "mine.pth")
+    cfg = tiny_config(tmp_path, data, teacher={"epochs": 0, "pretrained": "finetuned", "weights": str(tmp_path / "mine.pth")})
+    assert main(["teacher", "--config", str(cfg)]) == 0
+    folder = tmp_path / "runs" / "tiny" / "teacher"
+    saved = load_file(str(folder / "teacher.safetensors"))
+    for k, v in own.state_dict().items():
+        assert torch.equal(saved[k], v), k  # never re-initialised, never trained
+    meta = json.loads((folder / "teacher.json").read_text())
+    assert meta["epoch"] == 0 and 0.0 <= meta["val_acc"] <= 1.0 and not (folder / "last.pt").exists()
+    assert main(["cache", "--config", str(cfg)]) == 0
+    with pytest.raises(ConfigError, match="teacher.epochs is 0 .* set teacher.pretrained: finetuned"):
+        load_config(cfg, ["teacher.pretrained=none"])

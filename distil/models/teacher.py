@@ -123,6 +123,28 @@ def _from_file(name: str, num_classes: int, weights: Optional[str], drop_rate: f
     return model
 
 
+@WEIGHT_SOURCES.register("finetuned")
+def _finetuned(name: str, num_classes: int, weights: Optional[str], drop_rate: float, **arch: Any) -> nn.Module:
+    """A teacher fine-tuned elsewhere on this task (bring your own): the whole state dict, the task's head
+    included, loaded strictly and never re-initialised; e.g. HW13's torchvision ``resnet18`` for 11 classes
+    (its tensor names are timm's). With ``teacher.epochs: 0`` it is only evaluated and saved."""
+    if not weights or not Path(weights).is_file():
+        raise TeacherError(f"teacher.weights file {weights!r} not found; give the path of the fine-tuned .pth or "
+                           ".safetensors")
+    model = build_model(name, num_classes, drop_rate, **arch)
+    try:
+        state = read_state(Path(weights))
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()
+        raise TeacherError(f"teacher.weights {weights} is not a {name!r} with {num_classes} classes: "
+                           f"{first[0] if first else type(exc).__name__}"
+                           f"{(' ' + first[1].strip()) if len(first) > 1 else ''}. Set teacher.model to the "
+                           "architecture it was trained as") from None
+    log.info("teacher %s: fine-tuned weights from %s (head kept)", name, weights)
+    return model
+
+
 @WEIGHT_SOURCES.register("hub")
 def _from_hub(name: str, num_classes: int, weights: Optional[str], drop_rate: float, **arch: Any) -> nn.Module:
     """timm's pretrained weights from the Hugging Face hub (needs network)."""

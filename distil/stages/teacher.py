@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from ..models import count_params, save_artifact
 from ..models.artifacts import artifact_ok
 from ..models.teacher import TeacherError, create_teacher, teacher_norm
 from ..precision import resolve
+from ..predict import accuracy, predict_logits
 from ..rundir import RunDir
 from ..tasks import Classification
 
@@ -33,7 +35,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         result = {**json.loads(done.read_text()), "shared_from": cfg.teacher_from}
         return rd.finish(rd.stage("teacher"), "teacher", result)
     layout = open_data(cfg)
-    train, val = pixels(cfg, layout, "train"), pixels(cfg, layout, "val")
+    val = pixels(cfg, layout, "val")
     dev = device()
     model = create_teacher(tc.model, layout.num_classes, tc.pretrained, tc.weights, tc.drop_rate, tc.img_size, tc.kwargs)
     mean, std = (tc.mean, tc.std) if tc.mean else teacher_norm(model)
@@ -41,20 +43,24 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     if tc.channels_last:
         task.to(memory_format=torch.channels_last)
     out = rd.stage("teacher")
+    meta = {"kind": "teacher", "arch": tc.model, "kwargs": dict(tc.kwargs), "num_classes": layout.num_classes,
+            "class_names": layout.class_names, "mean": list(mean), "std": list(std), "img_size": tc.img_size,
+            "params": count_params(model)}
+    precision = resolve(tc.amp, dev)
+    if tc.epochs == 0:
+        return _as_it_is(cfg, rd, out, task, val, meta, precision, t0)
 
+    train = pixels(cfg, layout, "train")
     train_dl = loader(AugmentedImages(train.pixels, train.split.labels, tc.img_size, tc.aug_scale_min, cfg.seed, tc.augment),
                       tc.batch_size, shuffle=True, workers=cfg.data.workers, seed=cfg.seed,
                       drop_last=len(train.pixels) > tc.batch_size)
     val_dl = loader(PlainImages(val.pixels, val.split.labels, tc.img_size), tc.batch_size * 2, shuffle=False,
                     workers=cfg.data.workers, shard=True)
     opt, sched = optimization(tc, task.parameters(), len(train_dl))
-    meta = {"kind": "teacher", "arch": tc.model, "kwargs": dict(tc.kwargs), "num_classes": layout.num_classes, "class_names": layout.class_names,
-            "mean": list(mean), "std": list(std), "img_size": tc.img_size, "params": count_params(model)}
 
     def on_best(row: dict[str, Any]) -> None:
         save_artifact(out, "teacher", model, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
 
-    precision = resolve(tc.amp, dev)
     engine = Engine(module=task, loader=train_dl, val_loader=val_dl, optimizer=opt, scheduler=sched, epochs=tc.epochs,
                     out_dir=out, config=cfg.to_dict(), config_hash=cfg.digest("data", "teacher", "seed"),
                     on_best=on_best, best_ok=lambda: artifact_ok(out, "teacher"),
@@ -68,4 +74,20 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
               "epochs": len(history), "precision": precision.name,
               "train_s": round(sum(h["epoch_s"] for h in history), 1), "wall_s": round(time.time() - t0, 1),
               "artifact": rd.relative(out / "teacher.safetensors")}
+    return rd.finish(out, "teacher", result)
+
+
+def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any, meta: dict[str, Any],
+              precision: Any, t0: float) -> dict[str, Any]:
+    """``teacher.epochs: 0``: a teacher fine-tuned elsewhere is evaluated on validation and saved, never trained
+    (re-done on every run: it takes one pass over the validation images)."""
+    dl = loader(PlainImages(val.pixels, val.split.labels, cfg.teacher.img_size), cfg.teacher.batch_size * 2,
+                shuffle=False, workers=cfg.data.workers)
+    with precision.autocast():
+        logits = predict_logits(task.model, dl, task.norm, next(task.parameters()).device)
+    acc = accuracy(logits, val.split.labels)
+    save_artifact(out, "teacher", task.model, {**meta, "val_acc": acc, "epoch": 0})
+    result = {"name": cfg.teacher.model, "params": meta["params"], "val_acc": acc, "epochs": 0,
+              "weights": cfg.teacher.weights, "precision": precision.name, "train_s": 0.0,
+              "wall_s": round(time.time() - t0, 1), "artifact": rd.relative(out / "teacher.safetensors")}
     return rd.finish(out, "teacher", result)
