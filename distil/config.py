@@ -50,6 +50,8 @@ class TrainConfig(_Strict):
     sync_bn: bool = Field(False, description="SyncBatchNorm across processes (several GPUs)")
     resume: Literal["auto", "never"] = "auto"
     max_steps_per_epoch: Optional[int] = Field(None, ge=1)
+    ema: Optional[float] = Field(None, gt=0, lt=1, description="Decay of an exponential moving average of the "
+                                 "weights (e.g. 0.999), evaluated and saved instead of the raw weights; null: off")
     optimizer: str = Field("adamw", description="adamw | adam | sgd (distil.optim.OPTIMIZERS)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov), or Adam's beta1")
     schedule: str = Field("cosine", description="cosine (warm-up then cosine decay to 0) | constant (warm-up then lr)")

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from . import distributed
 from .atomic import remove_stale_temps, write_text
-from .checkpoint import CheckpointSaver, rng_state, set_rng_state
+from .checkpoint import CheckpointSaver, ResumeError, rng_state, set_rng_state
 from .optim import adamw, cosine_schedule, optimization  # noqa: F401 - re-exported
 from .precision import Precision
 from .progress import progress
@@ -110,6 +110,7 @@ class Engine:
     resume_cmd: str = "rerun the same command"
     sync_bn: bool = False
     compile: bool = False
+    ema_decay: Optional[float] = None  # validate and save an exponential moving average of the weights
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -119,6 +120,9 @@ class Engine:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaled)
         self.epoch, self.batch, self.global_step, self.best = 0, 0, 0, -math.inf
         self.model: nn.Module = self.module
+        self.ema: Optional[dict[str, Tensor]] = None
+        if self.ema_decay is not None:
+            self.ema = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
 
     # ---- state -----------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -129,7 +133,7 @@ class Engine:
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
             "best": self.best, "best_trainable": self.best_state, "history": self.history, "rng": rng_state(),
-            "config": self.config, "config_hash": self.config_hash, "inputs": self.inputs,
+            "config": self.config, "config_hash": self.config_hash, "inputs": self.inputs, "ema": self.ema,
         }
 
     def _restore(self, s: dict[str, Any]) -> None:
@@ -140,7 +144,43 @@ class Engine:
         self.epoch, self.batch, self.global_step = s["epoch"], s["batch"], s["global_step"]
         self.best, self.history = s["best"], list(s["history"])
         self.best_state = s.get("best_trainable")
+        if self.ema is not None:
+            if s.get("ema") is None:
+                raise ResumeError(f"{self.saver.last} was saved without an EMA of the weights; start over: {self.rerun_cmd}")
+            self.ema = {k: v.to(self.ema[k].device) for k, v in s["ema"].items()}
         set_rng_state(s["rng"])
+
+    # ---- EMA of the weights ------------------------------------------------
+    def ema_rate(self, step: int) -> float:
+        """Decay for the update after the optimiser step that ``step`` steps preceded: ``min(decay, (1 + step) /
+        (10 + step))``, timm's warm-up,
+        so early averages are not dominated by the random initialisation."""
+        return min(float(self.ema_decay or 0.0), (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """``ema = d * ema + (1 - d) * weights`` for floating-point entries; integer buffers are copied."""
+        assert self.ema is not None
+        d = self.ema_rate(self.global_step)
+        cur = self.module.state_dict()
+        floats = [k for k, v in self.ema.items() if v.is_floating_point()]
+        torch._foreach_lerp_([self.ema[k] for k in floats], [cur[k].detach() for k in floats], 1.0 - d)
+        for k, v in self.ema.items():
+            if not v.is_floating_point():
+                v.copy_(cur[k])
+
+    @contextmanager
+    def _averaged(self) -> Iterator[None]:
+        """Within the block the module holds the EMA weights (when EMA is on); the live ones come back after."""
+        if self.ema is None:
+            yield
+            return
+        live = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        self.module.load_state_dict(self.ema)
+        try:
+            yield
+        finally:
+            self.module.load_state_dict(live)
 
     def _write_metrics(self) -> None:
         if not self.history:
@@ -217,6 +257,8 @@ class Engine:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self._update_ema()
         return terms
 
     @torch.no_grad()
@@ -256,7 +298,8 @@ class Engine:
                 raise Interrupted(
                     f"interrupted by signal {caught[0]}: saved {self.saver.last} at epoch {self.epoch} batch {self.batch}. "
                     f"Resume with: {self.resume_cmd}", caught[0])
-        metrics = self.validate()
+        with self._averaged():
+            metrics = self.validate()
         keys = sorted(sums)
         means = distributed.all_sum([sums[k] / max(1, n_seen) for k in keys])
         row = {"epoch": self.epoch + 1, **{f"train_{k}": v / distributed.world() for k, v in zip(keys, means)},
@@ -269,8 +312,9 @@ class Engine:
         self.epoch, self.batch = self.epoch + 1, 0
         if distributed.is_main():
             if is_best:
-                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
-                self.on_best(row)
+                with self._averaged():  # the weights that were scored are the ones saved
+                    self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
+                    self.on_best(row)
             self.saver.save(self.state())
             self._write_metrics()
         distributed.barrier()

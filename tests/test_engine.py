@@ -35,7 +35,7 @@ class Tiny(nn.Module):
         return {"loss": loss, "ce": loss.detach()}
 
 
-def make_engine(out, *, epochs=3, hook=None, config_hash="h1", on_best=lambda row: None):
+def make_engine(out, *, epochs=3, hook=None, config_hash="h1", on_best=lambda row: None, ema_decay=None):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     px = rng.integers(0, 255, (N, S, S, 3), dtype=np.uint8)
@@ -47,7 +47,7 @@ def make_engine(out, *, epochs=3, hook=None, config_hash="h1", on_best=lambda ro
     opt = adamw(model.parameters(), 1e-2, 0.01)
     sched = cosine_schedule(opt, len(dl) * epochs, 2)
     eng = Engine(module=model, loader=dl, val_loader=val_dl, optimizer=opt, scheduler=sched, epochs=epochs,
-                 out_dir=out, config={"x": 1}, config_hash=config_hash, on_best=on_best)
+                 out_dir=out, config={"x": 1}, config_hash=config_hash, on_best=on_best, ema_decay=ema_decay)
     return eng, model
 
 
@@ -150,3 +150,56 @@ def test_sigterm_during_a_cli_run_saves_and_says_how_to_resume(tmp_path, hw13):
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resumed from {tmp_path / 'runs' / 'tiny' / 'student' / 'last.pt'} at epoch {state['epoch']}" in done.stderr
     assert len(metrics.read_text().splitlines()) == 1 + 10
+
+
+def test_ema_is_what_is_scored_and_saved_and_training_itself_is_unchanged(tmp_path):
+    """With ema_decay the engine scores and hands to on_best the moving average of the weights (timm's warm-up
+    rate), computed here by hand from the weights after every step; the live weights train exactly as without."""
+    plain, plain_model = make_engine(tmp_path / "plain", epochs=2)
+    plain.fit()
+
+    after_steps = []
+    saved = []
+    eng, model = make_engine(tmp_path / "ema", epochs=2, ema_decay=0.9, on_best=lambda row: saved.append(
+        {k: v.detach().clone() for k, v in model.state_dict().items()}))
+    step = eng._train_step
+
+    def recording(batch):
+        out = step(batch)
+        after_steps.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return out
+
+    eng._train_step = recording
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    eng.fit()
+    for (k, a), b in zip(plain_model.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), k  # EMA never feeds back into training; the live weights are restored
+    want = {k: v.clone() for k, v in start.items()}
+    for t, w in enumerate(after_steps):
+        d = min(0.9, (1 + t) / (10 + t))
+        for k in want:
+            want[k] = d * want[k] + (1 - d) * w[k] if want[k].is_floating_point() else w[k].clone()
+    for k in want:
+        torch.testing.assert_close(eng.ema[k], want[k], rtol=1e-5, atol=1e-6)
+    best_epoch = max(range(len(eng.history)), key=lambda i: eng.history[i]["val_acc"])
+    assert saved and not torch.equal(saved[-1]["net.1.weight"], model.state_dict()["net.1.weight"])
+    if best_epoch == len(eng.history) - 1:
+        torch.testing.assert_close(saved[-1]["net.1.weight"], eng.ema["net.1.weight"])
+
+
+def test_ema_survives_an_interruption_exactly(tmp_path):
+    ref, _ = make_engine(tmp_path / "ref", epochs=2, ema_decay=0.95)
+    ref.fit()
+
+    def interrupt(n):
+        if n == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    eng, _ = make_engine(tmp_path / "run", epochs=2, hook=interrupt, ema_decay=0.95)
+    with pytest.raises(Interrupted):
+        eng.fit()
+    again, _ = make_engine(tmp_path / "run", epochs=2, ema_decay=0.95)
+    again.fit()
+    for k in ref.ema:
+        assert torch.equal(ref.ema[k], again.ema[k]), k
+    assert [r["val_acc"] for r in again.history] == [r["val_acc"] for r in ref.history]

@@ -89,7 +89,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
                     rerun_cmd=rd.command("student", force=True),
                     precision=precision, resume=sc.resume == "auto" and not rd.force,
                     max_steps_per_epoch=sc.max_steps_per_epoch,
-                    resume_cmd=rd.command("student"), sync_bn=sc.sync_bn, compile=sc.compile)
+                    resume_cmd=rd.command("student"), sync_bn=sc.sync_bn, compile=sc.compile, ema_decay=sc.ema)
     history = engine.fit()
     result = {"name": sc.model, "params": params, "budget": sc.budget, "val_acc": max(h["val_acc"] for h in history),
               "losses": [t.model_dump() for t in terms], "teacher_mode": sc.teacher_mode if uses_teacher else "none",

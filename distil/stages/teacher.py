@@ -68,7 +68,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
                     rerun_cmd=rd.command("teacher", force=True),
                     precision=precision, resume=tc.resume == "auto" and not rd.force,
                     max_steps_per_epoch=tc.max_steps_per_epoch, resume_cmd=rd.command("teacher"),
-                    sync_bn=tc.sync_bn, compile=tc.compile)
+                    sync_bn=tc.sync_bn, compile=tc.compile, ema_decay=tc.ema)
     history = engine.fit()
     result = {"name": tc.model, "params": meta["params"], "val_acc": max(h["val_acc"] for h in history),
               "epochs": len(history), "precision": precision.name,
