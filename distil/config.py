@@ -9,7 +9,7 @@ import copy
 import re
 import difflib
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -118,6 +118,9 @@ class CacheConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     unlabeled: bool = Field(False, description="Also distil on the unlabelled evaluation images: the teacher's "
                             "outputs on their views join the cache; CE skips them (their labels are never known)")
+    ensemble: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]] = Field(
+        default_factory=list, description="Runs whose fine-tuned teachers (runs/<run>/teacher) join this run's "
+        "teacher: the cache holds the mean of their logits")
 
 
 class AdapterConfig(_Strict):
@@ -214,6 +217,13 @@ class Config(_Strict):
             raise ValueError(f"cache.feature_layer is not set, but {', '.join(users) or 'cache.store'} "
                              f"need{'s' if len(users) == 1 else ''} the teacher's {', '.join(layered)}: "
                              "set cache.feature_layer to a timm feature index of the teacher (e.g. 3)")
+        if self.cache.ensemble:
+            if wanted - {"logits"}:
+                raise ValueError(f"cache.ensemble averages the teachers' logits only, but the losses or cache.store "
+                                 f"need the teacher's {', '.join(sorted(wanted - {'logits'}))}: drop the ensemble or "
+                                 "those terms")
+            if self.student.teacher_mode == "online":
+                raise ValueError("cache.ensemble needs student.teacher_mode: cached (an online teacher is one model)")
         if self.cache.feature_layer is not None and not self.teacher_from:
             from .models.teacher import check_feature_layer
 
@@ -232,6 +242,11 @@ class Config(_Strict):
     @property
     def teacher_dir(self) -> Path:
         return self.path(self.runs_dir) / (self.teacher_from or self.name) / "teacher"
+
+    @property
+    def teacher_dirs(self) -> list[Path]:
+        """This run's teacher folder, then those of ``cache.ensemble`` (their mean is the cached teacher)."""
+        return [self.teacher_dir, *(self.path(self.runs_dir) / r / "teacher" for r in self.cache.ensemble)]
 
     @property
     def data_root(self) -> Path:

@@ -77,9 +77,24 @@ def expected_key(cfg: Any, pixel_key: str, unlabeled_key: Optional[str] = None,
 
     folder = cfg.teacher_dir
     meta = read_meta(folder, "teacher", f"run the teacher stage: {teacher_cmd}")
-    return cache_key(teacher_sha256=sha256_file(folder / "teacher.safetensors"), pixel_key=pixel_key,
-                     img_size=meta["img_size"], mean=meta["mean"], std=meta["std"], views=cfg.cache.views,
-                     scale_min=cfg.cache.scale_min, seed=cfg.seed, unlabeled_key=unlabeled_key)
+    key = cache_key(teacher_sha256=sha256_file(folder / "teacher.safetensors"), pixel_key=pixel_key,
+                    img_size=meta["img_size"], mean=meta["mean"], std=meta["std"], views=cfg.cache.views,
+                    scale_min=cfg.cache.scale_min, seed=cfg.seed, unlabeled_key=unlabeled_key)
+    members = []
+    for run, other in zip(cfg.cache.ensemble, cfg.teacher_dirs[1:]):
+        m = read_meta(other, "teacher", f"train it: distil teacher --config configs/{run}.yaml (cache.ensemble "
+                                        f"names run {run!r})")
+        members.append({"run": run, "teacher_sha256": sha256_file(other / "teacher.safetensors"),
+                        "img_size": m["img_size"], "mean": list(m["mean"]), "std": list(m["std"])})
+    if members:
+        key["ensemble"] = members
+    return key
+
+
+def teachers_sha256(cfg: Any) -> str:
+    """Content key of the cached teacher: its file's sha256, or of all the ensemble's files together."""
+    shas = [sha256_file(d / "teacher.safetensors") for d in cfg.teacher_dirs]
+    return shas[0] if len(shas) == 1 else sha256_json(shas)
 
 
 def content_problem(man: dict[str, Any], need: dict[str, Any]) -> Optional[str]:

@@ -129,3 +129,57 @@ def test_unlabelled_images_need_an_evaluation_folder(built, capsys):
     assert main(["cache", "--config", str(built), "cache.unlabeled=true"]) != 0
     err = capsys.readouterr().err
     assert "cache.unlabeled" in err and "evaluation" in err
+
+
+def test_ensemble_cache_is_the_mean_of_its_teachers_and_is_keyed_on_all_of_them(built, tmp_path):
+    """cache.ensemble: the cache holds the mean of the teachers' logits (each at its own image size); replacing
+    one member's weights makes the cache stale; feature losses and an online teacher are refused at load."""
+    import shutil
+
+    import yaml
+
+    from distil import teacher_cache as tcache
+    from distil.config import ConfigError
+
+    runs = tmp_path / "runs"
+    other = tmp_path / "other.yaml"  # a second teacher: another seed and image size, in its own run
+    raw = yaml.safe_load(built.read_text())
+    raw["seed"], raw["teacher"]["img_size"] = 1, 24
+    other.write_text(yaml.safe_dump(raw))
+    assert main(["teacher", "--config", str(other)]) == 0
+    ens = tmp_path / "ens.yaml"
+    raw = yaml.safe_load(built.read_text())
+    raw["teacher_from"], raw["cache"]["ensemble"] = "tiny", ["other"]
+    ens.write_text(yaml.safe_dump(raw))
+    assert main(["cache", "--config", str(ens)]) == 0
+    assert main(["student", "--config", str(ens), "student.epochs=1"]) == 0
+
+    cfg, cfg_other = load_config(ens), load_config(other)
+    need = {"stored": ["logits"], "feature_layer": None}
+    got = np.load(runs / "ens" / "cache" / "logits.npy")
+    a = np.load(runs / "tiny" / "cache" / "logits.npy")
+    # the second teacher, run by hand on the ensemble's view 1 of every image at its own size (24 px)
+    from distil.data import distill_set
+    from distil.data.datasets import Normalize
+    from distil.data.views import render_view
+    from distil.models import load_teacher
+
+    model, meta = load_teacher(cfg_other.teacher_dir)
+    layout = open_data(cfg)
+    images = distill_set(cfg, layout, pixels(cfg, layout, "train"), False)
+    views = np.load(runs / "ens" / "cache" / "views.npy")
+    x = np.stack([render_view(np.asarray(images.pixels[i]), views[i, 1], meta["img_size"]) for i in range(len(images))])
+    with torch.inference_mode():
+        b1 = model(Normalize(meta["mean"], meta["std"])(torch.from_numpy(x))).numpy()
+    np.testing.assert_allclose(got[:, 1], (a[:, 1] + b1) / 2, rtol=1e-4, atol=1e-4)
+    man = json.loads((runs / "ens" / "cache" / "manifest.json").read_text())
+    assert [m["run"] for m in man["key"]["ensemble"]] == ["other"]
+
+    shutil.copy(runs / "tiny" / "teacher" / "teacher.safetensors", runs / "other" / "teacher" / "teacher.safetensors")
+    with pytest.raises(StaleCacheError, match="ensemble"):
+        key = tcache.expected_key(cfg, images.pixel_key)
+        load_cache(runs / "ens" / "cache", key, need, "rebuild")
+    with pytest.raises(ConfigError, match="cache.ensemble averages the teachers' logits only"):
+        load_config(ens, ["student.losses=[{name: cosine}]"])
+    with pytest.raises(ConfigError, match="needs student.teacher_mode: cached"):
+        load_config(ens, ["student.teacher_mode=online"])

@@ -6,7 +6,7 @@ import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -48,23 +48,12 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
             shutil.rmtree(d, ignore_errors=True)
     distributed.barrier()
     dev = device()
-    model, meta = load_teacher(cfg.teacher_dir, how)
-    model.to(dev)
-    if cfg.teacher.channels_last:
-        model.to(memory_format=torch.channels_last)
     precision = resolve(cfg.teacher.amp, dev)
-    norm = Normalize(meta["mean"], meta["std"]).to(dev)
-    size = int(meta["img_size"])
     fields, layer = need["stored"], need["feature_layer"]
     n, k, bs = len(images), cfg.cache.views, cfg.cache.batch_size
     views = tcache.views_for(cfg, n)
-
-    def teacher(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        with precision.autocast():
-            return forward_fields(model, norm(x.to(dev, non_blocking=True)), fields, layer)
-
-    probe = teacher(torch.from_numpy(np.stack([np.zeros((size, size, 3), np.uint8)])))
-    shapes = {f: (n, k, *probe[f].shape[1:]) for f in fields}
+    teachers = [_Teacher(d, how, dev, precision, fields, layer, cfg.teacher.channels_last) for d in cfg.teacher_dirs]
+    shapes = {f: (n, k, *s) for f, s in teachers[0].shapes().items()}
 
     # rank r computes images r, r + world, ...; with one process its arrays are the cache itself
     r, w = distributed.rank(), distributed.world()
@@ -73,12 +62,15 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     with ExitStack() as stack:
         arrays = {f: stack.enter_context(tcache.write_array(part / f"{f}.npy", (len(mine), *s[1:]), field(f).dtype))
                   for f, s in shapes.items()}
-        for v in range(k):
-            ds = Subset(ViewImages(images.pixels, images.labels, views, size, fixed_view=v), mine.tolist())
-            for batch in progress(loader(ds, bs, shuffle=False, workers=cfg.data.workers), f"cache view {v + 1}/{k}"):
-                rows = batch["index"].numpy() // w  # row in this rank's part
-                for f, t in teacher(batch["image"]).items():
-                    arrays[f][rows, v] = t.float().cpu().numpy()
+        for j, teacher in enumerate(teachers):  # an ensemble's mean: each teacher sees the view at its own size
+            for v in range(k):
+                ds = Subset(ViewImages(images.pixels, images.labels, views, teacher.size, fixed_view=v), mine.tolist())
+                what = f"cache view {v + 1}/{k}" + (f" teacher {j + 1}/{len(teachers)}" if len(teachers) > 1 else "")
+                for batch in progress(loader(ds, bs, shuffle=False, workers=cfg.data.workers), what):
+                    rows = batch["index"].numpy() // w  # row in this rank's part
+                    for f, t in teacher(batch["image"]).items():
+                        y = t.float().cpu().numpy() / len(teachers)
+                        arrays[f][rows, v] = y if j == 0 else arrays[f][rows, v] + y
     if w > 1:
         distributed.barrier()
         if distributed.is_main():
@@ -88,18 +80,49 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
                               "processes": w, "precision": precision.name}
     if distributed.is_main():
         save_npy(out / "views.npy", views)
-        vdl = loader(PlainImages(val.pixels, val.split.labels, size), bs, shuffle=False, workers=cfg.data.workers)
-        with precision.autocast():
-            val_logits = predict_logits(model, vdl, norm, dev)
+        members = []
+        for teacher in teachers:
+            vdl = loader(PlainImages(val.pixels, val.split.labels, teacher.size), bs, shuffle=False, workers=cfg.data.workers)
+            with precision.autocast():
+                members.append(predict_logits(teacher.model, vdl, teacher.norm, dev))
+        val_logits = np.mean(members, axis=0).astype(np.float32)
         save_npy(out / "val_logits.npy", val_logits)
         all_shapes = {**{f: list(s) for f, s in shapes.items()}, "views": list(views.shape), "val_logits": list(val_logits.shape)}
         result["teacher_val_acc"] = accuracy(val_logits, val.split.labels)
-        tcache.write_manifest(out, key, need, all_shapes, images.files,
-                              {"teacher": meta["arch"], "teacher_val_acc": result["teacher_val_acc"]})
+        extra: dict[str, Any] = {"teacher": teachers[0].meta["arch"], "teacher_val_acc": result["teacher_val_acc"]}
+        if len(teachers) > 1:
+            result["ensemble_val_acc"] = {str(rd.relative(t.folder)): accuracy(m, val.split.labels)
+                                          for t, m in zip(teachers, members)}
+            extra["ensemble"] = [t.meta["arch"] for t in teachers]
+        tcache.write_manifest(out, key, need, all_shapes, images.files, extra)
     result["wall_s"] = round(time.time() - t0, 1)
     rd.finish(out, "cache", result)
     distributed.barrier()
     return result
+
+
+class _Teacher:
+    """One frozen fine-tuned teacher of the cache: ``(B, S, S, 3)`` uint8 at its own size -> its fields."""
+
+    def __init__(self, folder: Path, how: str, dev: torch.device, precision: Any, fields: list[str],
+                 layer: Optional[int], channels_last: bool):
+        self.folder = folder
+        self.model, self.meta = load_teacher(folder, how)
+        self.model.to(dev)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.norm = Normalize(self.meta["mean"], self.meta["std"]).to(dev)
+        self.size = int(self.meta["img_size"])
+        self.dev, self.precision, self.fields, self.layer = dev, precision, fields, layer
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self.precision.autocast():
+            return forward_fields(self.model, self.norm(x.to(self.dev, non_blocking=True)), self.fields, self.layer)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-image shape of each field, probed with one blank image."""
+        probe = self(torch.from_numpy(np.zeros((1, self.size, self.size, 3), np.uint8)))
+        return {f: tuple(t.shape[1:]) for f, t in probe.items()}
 
 
 def _gather_parts(out: Path, shapes: dict[str, tuple[int, ...]], w: int) -> None:

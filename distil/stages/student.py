@@ -8,7 +8,6 @@ import torch
 
 from . import STAGES
 from .. import teacher_cache as tcache
-from ..atomic import sha256_file
 from ..config import Config
 from ..data import distill_set, open_data, pixels
 from ..data.datasets import Normalize, PlainImages, ViewImages, loader
@@ -80,7 +79,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     if images.unlabeled_key:
         inputs["unlabelled images"] = images.unlabeled_key
     if uses_teacher:
-        inputs["teacher"] = sha256_file(cfg.teacher_dir / "teacher.safetensors")
+        inputs["teacher"] = tcache.teachers_sha256(cfg)
     precision = resolve(sc.amp, dev)
     engine = Engine(module=distiller, loader=train_dl, val_loader=val_dl, optimizer=opt, scheduler=sched,
                     epochs=sc.epochs, out_dir=out, config=cfg.to_dict(),
