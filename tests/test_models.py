@@ -101,3 +101,14 @@ def test_a_module_applied_twice_is_gated_on_the_torchsummary_count():
     for name in ZOO:  # the zoo shares nothing: both counts agree
         c = param_count(create_student(name, 11))
         assert c.unique == c.applied
+
+
+@pytest.mark.parametrize("name", ["dwsep", "ghost"])
+def test_largest_width_fills_the_budget(name):
+    from distil.models import param_count
+    from distil.models.budget import largest_width
+
+    w, n = largest_width(lambda w: create_student(name, 11, width=w), 60_000)
+    assert n == param_count(create_student(name, 11, width=w)).gated <= 60_000
+    assert param_count(create_student(name, 11, width=round(w + 0.01, 4))).gated > 60_000
+    assert largest_width(lambda w: create_student(name, 11, width=w), 10) is None

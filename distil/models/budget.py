@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -71,3 +72,25 @@ def check_budget(model: nn.Module, budget: int, what: str = "student", img_size:
             "if the competition allows it."
         )
     return c.gated
+
+
+def largest_width(build: Callable[[float], nn.Module], budget: int, img_size: int = 32, lo: float = 0.05,
+                  hi: float = 4.0, step: float = 0.01) -> Optional[tuple[float, int]]:
+    """The largest ``width`` (a multiple of ``step`` in [lo, hi]) whose model ``build(width)`` fits ``budget``
+    by the gated count, and that count; None when even ``lo`` does not fit. Parameter counts grow with width
+    (channel widths are rounded, so the count is a step function; the search checks the neighbours of the
+    bisection's answer)."""
+    def gated(w: float) -> int:
+        return param_count(build(w), img_size).gated
+
+    n_lo, n_hi = round(lo / step), round(hi / step)
+    if gated(n_lo * step) > budget:
+        return None
+    while n_lo < n_hi:  # invariant: n_lo fits
+        mid = (n_lo + n_hi + 1) // 2
+        if gated(mid * step) <= budget:
+            n_lo = mid
+        else:
+            n_hi = mid - 1
+    w = round(n_lo * step, 4)
+    return w, gated(w)
