@@ -118,6 +118,10 @@ class CacheConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     unlabeled: bool = Field(False, description="Also distil on the unlabelled evaluation images: the teacher's "
                             "outputs on their views join the cache; CE skips them (their labels are never known)")
+    mix: str = Field("none", description="none | cutmix | mixup: recorded views (not view 0) may be mixed images; "
+                     "the teacher is cached on exactly that image and CE uses the mixed labels")
+    mix_prob: float = Field(0.5, ge=0, le=1, description="Share of the views 1..K-1 that are mixed")
+    mix_alpha: float = Field(1.0, gt=0, description="lam ~ Beta(alpha, alpha)")
     ensemble: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]] = Field(
         default_factory=list, description="Runs whose fine-tuned teachers (runs/<run>/teacher) join this run's "
         "teacher: the cache holds the mean of their logits")
@@ -134,6 +138,13 @@ class AdapterConfig(_Strict):
         if self.kind not in ADAPTERS:
             raise ValueError(f"adapter kind {self.kind!r} is not one of {', '.join(ADAPTERS.names())}")
         return self
+
+
+def _check_mix(cache: "CacheConfig") -> None:
+    from .data.views import MIXES
+
+    if cache.mix != "none" and cache.mix not in MIXES:
+        raise ValueError(f"cache.mix {cache.mix!r} is not one of none, {', '.join(MIXES.names())}")
 
 
 class StudentConfig(TrainConfig):
@@ -206,6 +217,7 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _feature_layer(self) -> "Config":
+        _check_mix(self.cache)
         from .fields import field
         from .losses import teacher_fields
 

@@ -129,7 +129,9 @@ def field(name: str) -> Field:
     return FIELDS.get(name)  # type: ignore[return-value]
 
 
-CONTEXT_ARGS = ("target", "epoch")  # per batch: labels (B,) and the 0-based epoch index (a 0-d tensor)
+# per batch: labels (B,), the 0-based epoch index (a 0-d tensor), and for mixed views (cache.mix) the
+# partner's labels (B,) (-1: none or unlabelled) and the image's own share lam (B,) (1.0: not mixed)
+CONTEXT_ARGS = ("target", "epoch", "target_mix", "lam")
 
 
 def tensor_args() -> tuple[str, ...]:

@@ -4,6 +4,7 @@ that a stale cache is refused.
 Folder ``runs/<name>/cache/``::
 
     views.npy       (N, K, 5) int32   crop box + flip of each view (view 0 = whole image)
+    mixes.npy       (N, K, 7) float32 with ``cache.mix``: partner, partner view, lam, CutMix box of each view
     <field>.npy     (N, K, ...)       one array per stored field of ``distil.fields`` (logits float32,
                                       feat and map float16), only those a loss reads or ``cache.store`` asks for
     val_logits.npy  (M, C) float32    whole validation images
@@ -54,8 +55,19 @@ def views_for(cfg: Any, n: int) -> np.ndarray:
     return sample_views(n, cfg.cache.views, cfg.data.image_size, cfg.cache.scale_min, np.random.default_rng((cfg.seed, 11)))
 
 
+def mixes_for(cfg: Any, views: np.ndarray) -> Optional[np.ndarray]:
+    """The (N, K, 7) mix rows of the views (``cache.mix``), or None when views are not mixed."""
+    from .data.views import sample_mixes
+
+    if cfg.cache.mix == "none":
+        return None
+    return sample_mixes(views, cfg.cache.mix, cfg.cache.mix_prob, cfg.cache.mix_alpha,
+                        np.random.default_rng((cfg.seed, 13)))
+
+
 def cache_key(*, teacher_sha256: str, pixel_key: str, img_size: int, mean: Any, std: Any, views: int,
-              scale_min: float, seed: int, unlabeled_key: Optional[str] = None) -> dict[str, Any]:
+              scale_min: float, seed: int, unlabeled_key: Optional[str] = None,
+              mix: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Everything a cache's values depend on; a student expects exactly this dict in the manifest. With one
     view (the whole image) the seed and crop scale change nothing, so they are left out (seeds share a cache).
     ``unlabeled_key`` (pixel key of unlabelled images appended to the training rows) is absent without them."""
@@ -66,6 +78,8 @@ def cache_key(*, teacher_sha256: str, pixel_key: str, img_size: int, mean: Any, 
     }
     if unlabeled_key is not None:
         key["unlabeled_key"] = unlabeled_key
+    if mix is not None:
+        key["transform"]["mix"] = mix
     return key
 
 
@@ -79,7 +93,9 @@ def expected_key(cfg: Any, pixel_key: str, unlabeled_key: Optional[str] = None,
     meta = read_meta(folder, "teacher", f"run the teacher stage: {teacher_cmd}")
     key = cache_key(teacher_sha256=sha256_file(folder / "teacher.safetensors"), pixel_key=pixel_key,
                     img_size=meta["img_size"], mean=meta["mean"], std=meta["std"], views=cfg.cache.views,
-                    scale_min=cfg.cache.scale_min, seed=cfg.seed, unlabeled_key=unlabeled_key)
+                    scale_min=cfg.cache.scale_min, seed=cfg.seed, unlabeled_key=unlabeled_key,
+                    mix=None if cfg.cache.mix == "none" else
+                    {"kind": cfg.cache.mix, "prob": cfg.cache.mix_prob, "alpha": cfg.cache.mix_alpha})
     members = []
     for run, other in zip(cfg.cache.ensemble, cfg.teacher_dirs[1:]):
         m = read_meta(other, "teacher", f"train it: distil teacher --config configs/{run}.yaml (cache.ensemble "
@@ -130,6 +146,7 @@ class TeacherCache:
     views: np.ndarray
     arrays: dict[str, np.ndarray]
     val_logits: Optional[np.ndarray]
+    mixes: Optional[np.ndarray] = None
 
     def lookup(self, index: int, view: int, names: Optional[list[str]] = None) -> dict[str, np.ndarray]:
         """``{"<field>_t": float32 array}`` of image ``index``, view ``view``."""
@@ -198,7 +215,8 @@ def load_cache(folder: Path, key: dict[str, Any], need: dict[str, Any], rebuild_
     arrays = {n: _open(folder / f"{n}.npy") for n in need["stored"]}
     val = folder / "val_logits.npy"
     return TeacherCache(folder, man, np.load(folder / "views.npy"), arrays,
-                        np.load(val) if val.is_file() and "val_logits" in man["shapes"] else None)
+                        np.load(val) if val.is_file() and "val_logits" in man["shapes"] else None,
+                        np.load(folder / "mixes.npy") if "mixes" in man["shapes"] else None)
 
 
 def write_manifest(folder: Path, key: dict[str, Any], contents: dict[str, Any], shapes: dict[str, list[int]],

@@ -22,6 +22,7 @@ class CachedTeacher:
         self.cache: TeacherCache = load_cache(folder, key, need, rebuild_cmd)
         self.fields = list(need["stored"])
         self.views = self.cache.views
+        self.mixes = self.cache.mixes
         self.dims: dict[str, Optional[int]] = {n: int(a.shape[2]) for n, a in self.cache.arrays.items()}
 
     def lookup(self, index: int, view: int) -> dict[str, np.ndarray]:

@@ -11,7 +11,8 @@ torch.manual_seed(0)
 B, C, D = 6, 5, 8
 FIXED = {
     "logits_s": torch.randn(B, C), "logits_t": torch.randn(B, C), "target": torch.tensor([0, 1, 2, 3, 4, 0]),
-    "epoch": torch.tensor(3.0), "feat_s": torch.randn(B, D), "feat_t": torch.randn(B, D), "map_s": torch.randn(B, 4, 4, 4), "map_t": torch.randn(B, 4, 4, 4),
+    "epoch": torch.tensor(3.0), "target_mix": torch.full((B,), -1), "lam": torch.ones(B),
+    "feat_s": torch.randn(B, D), "feat_t": torch.randn(B, D), "map_s": torch.randn(B, 4, 4, 4), "map_t": torch.randn(B, 4, 4, 4),
 }
 
 
@@ -251,3 +252,26 @@ def test_kd_probabilities_as_input_reproduces_kldivloss_given_probabilities():
     same = FIXED["logits_t"]
     assert LOSSES.get("kd")(logits_s=same, logits_t=same, temperature=T, probabilities_as_input=True).abs().item() > 0.1
     assert LOSSES.get("kd")(logits_s=same, logits_t=same, temperature=T).abs().item() < 1e-6
+
+
+def test_ce_with_mixed_labels_matches_its_definition_in_float64():
+    """CutMix/mixup rows: lam * CE(own) + (1 - lam) * CE(partner); an unlabelled part adds nothing."""
+    s = torch.randn(B, C, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2, 3, -1, 0])
+    mix = torch.tensor([4, -1, 1, 3, 2, -1])
+    lam = torch.tensor([0.3, 1.0, 0.75, 0.5, 0.6, 1.0], dtype=torch.float64)
+    logp = torch.log_softmax(s, -1)
+    rows, n = 0.0, 0
+    for i in range(B):
+        part = 0.0
+        if target[i] >= 0:
+            part -= lam[i] * logp[i, target[i]]
+        if mix[i] >= 0:
+            part -= (1 - lam[i]) * logp[i, mix[i]]
+        rows += part
+        n += int(target[i] >= 0 or mix[i] >= 0)
+    got = LOSSES.get("ce")(logits_s=s.float(), target=target, target_mix=mix, lam=lam.float())
+    assert got.item() == pytest.approx(float(rows / n), rel=1e-5)
+    plain = LOSSES.get("ce")(logits_s=s.float(), target=target)
+    same = LOSSES.get("ce")(logits_s=s.float(), target=target, target_mix=torch.full((B,), -1), lam=torch.ones(B))
+    assert same.item() == pytest.approx(plain.item(), rel=1e-6)

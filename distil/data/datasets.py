@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..registry import Registry
-from .views import render_view
+from .views import render_mixed, render_view
 
 
 class _Epoch(Dataset):
@@ -93,18 +93,21 @@ class PlainImages(Dataset):
 
 
 class ViewImages(_Epoch):
-    """Student training: replay a recorded view per image. Item: ``{image, target, index, view}``, plus
-    ``teacher_image`` (the same view at the teacher's size, for an online teacher) or the cached
+    """Student training: replay a recorded view per image. Item: ``{image, target, index, view, target_mix,
+    lam}``, plus ``teacher_image`` (the same view at the teacher's size, for an online teacher) or the cached
     teacher tensors ``<field>_t`` of that view (from ``lookup(index, view)``).
 
     ``views`` is (N, K, 5) from ``sample_views``; each epoch picks one of the K views per image.
+    ``mixes`` (N, K, 7) from ``sample_mixes`` (or None) makes some views mixed images: ``target_mix`` is
+    the partner's label (-1: none or unlabelled) and ``lam`` the image's own share (1.0 when not mixed).
     With ``fixed_view`` set, that view is always used (``0`` = whole image, for the cache stage).
     """
 
     def __init__(self, pixels: np.ndarray, labels: np.ndarray, views: np.ndarray, img_size: int,
                  seed: int = 0, fixed_view: Optional[int] = None, teacher_size: Optional[int] = None,
-                 lookup: Optional[Callable[[int, int], dict[str, np.ndarray]]] = None):
-        self.pixels, self.labels, self.views = pixels, labels, views
+                 lookup: Optional[Callable[[int, int], dict[str, np.ndarray]]] = None,
+                 mixes: Optional[np.ndarray] = None):
+        self.pixels, self.labels, self.views, self.mixes = pixels, labels, views, mixes
         self.img_size, self.seed, self.fixed_view = img_size, seed, fixed_view
         self.teacher_size = teacher_size  # online teacher: also return the view at the teacher's size
         self.lookup = lookup  # cached teacher: its tensors for (image, view)
@@ -114,11 +117,16 @@ class ViewImages(_Epoch):
 
     def __getitem__(self, i: int):
         k = self.fixed_view if self.fixed_view is not None else int(self._rng(i).integers(self.views.shape[1]))
-        src = np.asarray(self.pixels[i])
-        item: dict[str, Any] = {"image": torch.from_numpy(render_view(src, self.views[i, k], self.img_size)),
-                                "target": int(self.labels[i]), "index": i, "view": k}
+        mixed = self.mixes is not None and self.mixes[i, k, 0] >= 0
+        partner = int(self.mixes[i, k, 0]) if mixed else -1  # type: ignore[index]
+        item: dict[str, Any] = {
+            "image": torch.from_numpy(render_mixed(self.pixels, self.views, self.mixes, i, k, self.img_size)),
+            "target": int(self.labels[i]), "index": i, "view": k,
+            "target_mix": int(self.labels[partner]) if mixed else -1,
+            "lam": float(self.mixes[i, k, 2]) if mixed else 1.0}  # type: ignore[index]
         if self.teacher_size is not None:
-            item["teacher_image"] = torch.from_numpy(render_view(src, self.views[i, k], self.teacher_size))
+            item["teacher_image"] = torch.from_numpy(render_mixed(self.pixels, self.views, self.mixes, i, k,
+                                                                  self.teacher_size))
         if self.lookup is not None:
             item.update({name: torch.from_numpy(v) for name, v in self.lookup(i, k).items()})
         return item

@@ -7,9 +7,12 @@ records them, and the student replays exactly the recorded view at its own resol
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Optional
 
 import cv2
 import numpy as np
+
+from ..registry import Registry
 
 VIEW_FIELDS = ("x0", "y0", "w", "h", "flip")
 
@@ -48,3 +51,70 @@ def render_view(img: np.ndarray, view: np.ndarray, out: int) -> np.ndarray:
     if flip:
         crop = crop[:, ::-1]
     return np.array(crop, order="C")  # always a fresh writable array (never a view of the memmap)
+
+
+# ---- mixed views ("consistent mixing") ---------------------------------------------------------------
+# A recorded view may be a mixed image: row (partner, partner_view, lam, bx0, by0, bx1, by1) float32 of an
+# (N, K, 7) array; partner -1 = not mixed. With a box (bx1 > bx0, fractions of the side) the partner's view
+# is pasted into it (CutMix; lam = the area left to the image); without one the two views are blended
+# (mixup: lam * image + (1 - lam) * partner). Teacher and student render exactly this at their own sizes.
+MIX_FIELDS = ("partner", "partner_view", "lam", "bx0", "by0", "bx1", "by1")
+MIXES: Registry[Callable[[np.random.Generator, float], tuple[float, tuple[float, float, float, float]]]] = Registry("mix")
+
+
+@MIXES.register("cutmix")
+def _cutmix(rng: np.random.Generator, alpha: float) -> tuple[float, tuple[float, float, float, float]]:
+    """CutMix (Yun et al., 2019): a box of area ``1 - lam`` (lam ~ Beta(alpha, alpha)), centre uniform, clipped;
+    lam is recomputed from the clipped box."""
+    lam = float(rng.beta(alpha, alpha))
+    cut = math.sqrt(1.0 - lam)
+    cx, cy = float(rng.uniform()), float(rng.uniform())
+    x0, x1 = max(0.0, cx - cut / 2), min(1.0, cx + cut / 2)
+    y0, y1 = max(0.0, cy - cut / 2), min(1.0, cy + cut / 2)
+    return 1.0 - (x1 - x0) * (y1 - y0), (x0, y0, x1, y1)
+
+
+@MIXES.register("mixup")
+def _mixup(rng: np.random.Generator, alpha: float) -> tuple[float, tuple[float, float, float, float]]:
+    """mixup (Zhang et al., 2018): a blend with lam ~ Beta(alpha, alpha); no box."""
+    return float(rng.beta(alpha, alpha)), (0.0, 0.0, 0.0, 0.0)
+
+
+def sample_mixes(views: np.ndarray, kind: str, prob: float, alpha: float, rng: np.random.Generator) -> np.ndarray:
+    """(N, K, 7) float32 mix rows for the (N, K, 5) ``views``: each view but view 0 (the whole image, never
+    mixed) is mixed with probability ``prob`` with a random recorded view of a random other image."""
+    n, k = views.shape[:2]
+    mixes = np.zeros((n, k, 7), dtype=np.float32)
+    mixes[..., 0] = -1
+    mixes[..., 2] = 1.0
+    draw = MIXES.get(kind)
+    for i in range(n):
+        for j in range(1, k):
+            if n < 2 or rng.uniform() >= prob:
+                continue
+            p = int(rng.integers(n - 1))
+            p += p >= i  # never the image itself
+            lam, box = draw(rng, alpha)
+            mixes[i, j] = (p, int(rng.integers(k)), lam, *box)
+    return mixes
+
+
+def mix_images(img: np.ndarray, other: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Apply one mix row to two (S, S, 3) uint8 renders of the same size: paste ``other`` into the box, or blend."""
+    lam, (bx0, by0, bx1, by1) = float(row[2]), (float(v) for v in row[3:7])
+    s = img.shape[0]
+    if bx1 > bx0:
+        x0, x1, y0, y1 = (int(round(v * s)) for v in (bx0, bx1, by0, by1))
+        out = img.copy()
+        out[y0:y1, x0:x1] = other[y0:y1, x0:x1]
+        return out
+    return np.clip(np.rint(lam * img.astype(np.float32) + (1 - lam) * other.astype(np.float32)), 0, 255).astype(np.uint8)
+
+
+def render_mixed(pixels: Any, views: np.ndarray, mixes: Optional[np.ndarray], i: int, k: int, out: int) -> np.ndarray:
+    """View ``k`` of image ``i`` at ``out`` px, mixed with its recorded partner when it has one."""
+    img = render_view(np.asarray(pixels[i]), views[i, k], out)
+    if mixes is None or mixes[i, k, 0] < 0:
+        return img
+    p, pv = int(mixes[i, k, 0]), int(mixes[i, k, 1])
+    return mix_images(img, render_view(np.asarray(pixels[p]), views[p, pv], out), mixes[i, k])

@@ -52,6 +52,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     fields, layer = need["stored"], need["feature_layer"]
     n, k, bs = len(images), cfg.cache.views, cfg.cache.batch_size
     views = tcache.views_for(cfg, n)
+    mixes = tcache.mixes_for(cfg, views)
     teachers = [_Teacher(d, how, dev, precision, fields, layer, cfg.teacher.channels_last) for d in cfg.teacher_dirs]
     shapes = {f: (n, k, *s) for f, s in teachers[0].shapes().items()}
 
@@ -64,7 +65,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
                   for f, s in shapes.items()}
         for j, teacher in enumerate(teachers):  # an ensemble's mean: each teacher sees the view at its own size
             for v in range(k):
-                ds = Subset(ViewImages(images.pixels, images.labels, views, teacher.size, fixed_view=v), mine.tolist())
+                ds = Subset(ViewImages(images.pixels, images.labels, views, teacher.size, fixed_view=v, mixes=mixes), mine.tolist())
                 what = f"cache view {v + 1}/{k}" + (f" teacher {j + 1}/{len(teachers)}" if len(teachers) > 1 else "")
                 for batch in progress(loader(ds, bs, shuffle=False, workers=cfg.data.workers), what):
                     rows = batch["index"].numpy() // w  # row in this rank's part
@@ -80,6 +81,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
                               "processes": w, "precision": precision.name}
     if distributed.is_main():
         save_npy(out / "views.npy", views)
+        if mixes is not None:
+            save_npy(out / "mixes.npy", mixes)
         members = []
         for teacher in teachers:
             vdl = loader(PlainImages(val.pixels, val.split.labels, teacher.size), bs, shuffle=False, workers=cfg.data.workers)
@@ -87,7 +90,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
                 members.append(predict_logits(teacher.model, vdl, teacher.norm, dev))
         val_logits = np.mean(members, axis=0).astype(np.float32)
         save_npy(out / "val_logits.npy", val_logits)
-        all_shapes = {**{f: list(s) for f, s in shapes.items()}, "views": list(views.shape), "val_logits": list(val_logits.shape)}
+        all_shapes = {**{f: list(s) for f, s in shapes.items()}, "views": list(views.shape), "val_logits": list(val_logits.shape),
+                      **({"mixes": list(mixes.shape)} if mixes is not None else {})}
         result["teacher_val_acc"] = accuracy(val_logits, val.split.labels)
         extra: dict[str, Any] = {"teacher": teachers[0].meta["arch"], "teacher_val_acc": result["teacher_val_acc"]}
         if len(teachers) > 1:

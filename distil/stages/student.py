@@ -45,12 +45,14 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         online = OnlineTeacher(cfg.teacher_dir, teacher_need["stored"], teacher_need["feature_layer"],
                                f"run the teacher stage: {rd.teacher_command()}")
         views, teacher_dims = tcache.views_for(cfg, len(images)), online.dims
+        mixes = tcache.mixes_for(cfg, views)
     elif uses_teacher:
         key = tcache.expected_key(cfg, images.pixel_key, images.unlabeled_key, rd.teacher_command())
         cached = CachedTeacher(cfg.run_dir / "cache", key, teacher_need, rd.command("cache"))
-        views, teacher_dims = cached.views, cached.dims
+        views, teacher_dims, mixes = cached.views, cached.dims, cached.mixes
     else:
         views, teacher_dims = tcache.views_for(cfg, len(images)), {}
+        mixes = tcache.mixes_for(cfg, views)
     layer = sc.student_layer
     norm = (sc.mean, sc.std) if sc.mean else STUDENT_NORM
     student_dims = field_dims(student, sc.img_size, fields_of(needs(terms), "s"), layer)
@@ -61,7 +63,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     out = rd.stage(sc.dir)
 
     ds = ViewImages(images.pixels, images.labels, views, sc.img_size, seed=cfg.seed,
-                    teacher_size=online.img_size if online else None, lookup=cached.lookup if cached else None)
+                    teacher_size=online.img_size if online else None, lookup=cached.lookup if cached else None,
+                    mixes=mixes)
     train_dl = loader(ds, sc.batch_size, shuffle=True, workers=cfg.data.workers, seed=cfg.seed,
                       drop_last=len(ds) > sc.batch_size)
     val_dl = loader(PlainImages(val.pixels, val.split.labels, sc.img_size), sc.batch_size * 2, shuffle=False,

@@ -36,6 +36,8 @@ class Distiller(nn.Module):
         tensors: dict[str, Tensor] = {f"{k}_s": v for k, v in out.items()}
         tensors["target"] = batch["target"]
         tensors["epoch"] = batch.get("epoch", torch.zeros((), device=x.device))
+        tensors["target_mix"] = batch.get("target_mix", torch.full_like(batch["target"], -1))
+        tensors["lam"] = batch.get("lam", torch.ones(len(batch["target"]), device=x.device)).float()
         if self.teacher_args:
             got = self.teacher(batch["teacher_image"]) if self.teacher is not None else batch
             tensors.update({a: got[a].float() for a in self.teacher_args})
