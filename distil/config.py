@@ -111,7 +111,9 @@ class LossTerm(_Strict):
 
 
 class CacheConfig(_Strict):
-    views: int = Field(4, ge=1, le=64, description="Augmented views per training image (view 0 is the centre view)")
+    views: int = Field(4, ge=1, le=1024, description="Augmented views per training image (view 0 is the centre view)")
+    logits_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="Storage of the cached logits: float16 halves the cache (many views, many classes)")
     scale_min: float = Field(0.35, gt=0, le=1)
     feature_layer: Optional[int] = Field(None, description="timm feature index cached for map losses (fitnet, at)")
     store: list[Literal["feat", "map"]] = Field(default_factory=list, description="Also cache these, whatever the losses need")
@@ -162,6 +164,9 @@ class StudentConfig(TrainConfig):
         min_length=1,
     )
     student_layer: int = Field(-2, description="Student stage index whose map feeds map losses")
+    view_sampling: Literal["random", "fresh"] = Field(
+        "random", description="random: each epoch a random recorded view per image; fresh: each view once, in a "
+        "per-image random order (FKD-style), cycling when epochs > cache.views")
     adapters: dict[str, AdapterConfig] = Field(
         default_factory=dict, description="Per field (feat, map): the adapter from the student's size to the "
         "teacher's, e.g. {map: {kind: conv3x3, bn: false}}; default: linear for feat, conv1x1 + BN for map")

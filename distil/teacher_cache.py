@@ -65,9 +65,14 @@ def mixes_for(cfg: Any, views: np.ndarray) -> Optional[np.ndarray]:
                         np.random.default_rng((cfg.seed, 13)))
 
 
+def field_dtype(cfg: Any, name: str) -> Any:
+    """Storage dtype of cached field ``name``: the field's own, or ``cache.logits_dtype`` for logits."""
+    return np.dtype(cfg.cache.logits_dtype) if name == "logits" else np.dtype(field(name).dtype)
+
+
 def cache_key(*, teacher_sha256: str, pixel_key: str, img_size: int, mean: Any, std: Any, views: int,
               scale_min: float, seed: int, unlabeled_key: Optional[str] = None,
-              mix: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+              mix: Optional[dict[str, Any]] = None, logits_dtype: str = "float32") -> dict[str, Any]:
     """Everything a cache's values depend on; a student expects exactly this dict in the manifest. With one
     view (the whole image) the seed and crop scale change nothing, so they are left out (seeds share a cache).
     ``unlabeled_key`` (pixel key of unlabelled images appended to the training rows) is absent without them."""
@@ -80,6 +85,8 @@ def cache_key(*, teacher_sha256: str, pixel_key: str, img_size: int, mean: Any, 
         key["unlabeled_key"] = unlabeled_key
     if mix is not None:
         key["transform"]["mix"] = mix
+    if logits_dtype != "float32":
+        key["logits_dtype"] = logits_dtype
     return key
 
 
@@ -95,7 +102,8 @@ def expected_key(cfg: Any, pixel_key: str, unlabeled_key: Optional[str] = None,
                     img_size=meta["img_size"], mean=meta["mean"], std=meta["std"], views=cfg.cache.views,
                     scale_min=cfg.cache.scale_min, seed=cfg.seed, unlabeled_key=unlabeled_key,
                     mix=None if cfg.cache.mix == "none" else
-                    {"kind": cfg.cache.mix, "prob": cfg.cache.mix_prob, "alpha": cfg.cache.mix_alpha})
+                    {"kind": cfg.cache.mix, "prob": cfg.cache.mix_prob, "alpha": cfg.cache.mix_alpha},
+                    logits_dtype=cfg.cache.logits_dtype)
     members = []
     for run, other in zip(cfg.cache.ensemble, cfg.teacher_dirs[1:]):
         m = read_meta(other, "teacher", f"train it: distil teacher --config configs/{run}.yaml (cache.ensemble "

@@ -72,3 +72,32 @@ def test_mixing_settings_key_the_cache_and_typos_fail_at_load(built):
         load_cache(cfg.run_dir / "cache", expected_key(cfg, images.pixel_key), {"stored": ["logits"], "feature_layer": None}, "x")
     with pytest.raises(ConfigError, match="cache.mix 'cutmx' is not one of none, cutmix, mixup"):
         load_config(built, ["cache.mix=cutmx"])
+
+
+def test_fresh_view_sampling_shows_every_view_once_per_cycle():
+    rng = np.random.default_rng(0)
+    px = rng.integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
+    views = sample_views(5, 4, 16, 0.5, rng)
+    ds = ViewImages(px, np.zeros(5, int), views, 8, seed=3, fresh=True)
+    seen = []
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        seen.append([ds[i]["view"] for i in range(5)])
+    seen = np.array(seen)  # (epochs, images)
+    for i in range(5):
+        assert sorted(seen[:4, i]) == [0, 1, 2, 3] and sorted(seen[4:, i]) == [0, 1, 2, 3]
+    assert not (seen[:, 0] == seen[:, 1]).all()  # each image has its own order
+
+
+def test_float16_logits_halve_the_cache_and_key_it(built):
+    assert main(["cache", "--config", str(built), "cache.logits_dtype=float16"]) == 0
+    cfg = load_config(built, ["cache.logits_dtype=float16"])
+    arr = np.load(cfg.run_dir / "cache" / "logits.npy", mmap_mode="r")
+    assert arr.dtype == np.float16
+    layout = open_data(cfg)
+    images = distill_set(cfg, layout, pixels(cfg, layout, "train"), False)
+    plain = load_config(built)
+    with pytest.raises(StaleCacheError, match="logits_dtype"):
+        load_cache(cfg.run_dir / "cache", expected_key(plain, images.pixel_key), {"stored": ["logits"], "feature_layer": None}, "x")
+    assert main(["student", "--config", str(built), "cache.logits_dtype=float16", "student.view_sampling=fresh",
+                 "student.epochs=1"]) == 0

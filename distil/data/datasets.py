@@ -106,8 +106,9 @@ class ViewImages(_Epoch):
     def __init__(self, pixels: np.ndarray, labels: np.ndarray, views: np.ndarray, img_size: int,
                  seed: int = 0, fixed_view: Optional[int] = None, teacher_size: Optional[int] = None,
                  lookup: Optional[Callable[[int, int], dict[str, np.ndarray]]] = None,
-                 mixes: Optional[np.ndarray] = None):
+                 mixes: Optional[np.ndarray] = None, fresh: bool = False):
         self.pixels, self.labels, self.views, self.mixes = pixels, labels, views, mixes
+        self.fresh = fresh  # each view once per K epochs, in a per-image order (FKD-style)
         self.img_size, self.seed, self.fixed_view = img_size, seed, fixed_view
         self.teacher_size = teacher_size  # online teacher: also return the view at the teacher's size
         self.lookup = lookup  # cached teacher: its tensors for (image, view)
@@ -115,8 +116,16 @@ class ViewImages(_Epoch):
     def __len__(self) -> int:
         return len(self.pixels)
 
+    def _pick(self, i: int) -> int:
+        """The view image ``i`` shows this epoch: random, or (``fresh``) the next in its own permutation."""
+        n_views = self.views.shape[1]
+        if not self.fresh:
+            return int(self._rng(i).integers(n_views))
+        cycle, pos = divmod(self.epoch, n_views)
+        return int(np.random.default_rng((self.seed, cycle, i, 17)).permutation(n_views)[pos])
+
     def __getitem__(self, i: int):
-        k = self.fixed_view if self.fixed_view is not None else int(self._rng(i).integers(self.views.shape[1]))
+        k = self.fixed_view if self.fixed_view is not None else self._pick(i)
         mixed = self.mixes is not None and self.mixes[i, k, 0] >= 0
         partner = int(self.mixes[i, k, 0]) if mixed else -1  # type: ignore[index]
         item: dict[str, Any] = {

@@ -20,7 +20,7 @@ from ..config import Config
 from ..data import distill_set, open_data, pixels
 from ..data.datasets import Normalize, PlainImages, ViewImages, loader
 from ..engine import device
-from ..fields import field, forward_fields
+from ..fields import forward_fields
 from ..models import load_teacher
 from ..precision import resolve
 from ..predict import accuracy, predict_logits
@@ -61,7 +61,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     mine = np.arange(r, n, w)
     part = out if w == 1 else out / f".shard{r}"
     with ExitStack() as stack:
-        arrays = {f: stack.enter_context(tcache.write_array(part / f"{f}.npy", (len(mine), *s[1:]), field(f).dtype))
+        arrays = {f: stack.enter_context(tcache.write_array(part / f"{f}.npy", (len(mine), *s[1:]), tcache.field_dtype(cfg, f)))
                   for f, s in shapes.items()}
         for j, teacher in enumerate(teachers):  # an ensemble's mean: each teacher sees the view at its own size
             for v in range(k):
@@ -75,7 +75,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     if w > 1:
         distributed.barrier()
         if distributed.is_main():
-            _gather_parts(out, shapes, w)
+            _gather_parts(out, shapes, w, {f: tcache.field_dtype(cfg, f) for f in shapes})
     result: dict[str, Any] = {"reused": False, "folder": rd.relative(out), "images": n,
                               "unlabeled": int((images.labels < 0).sum()), "views": k, "stored": fields,
                               "processes": w, "precision": precision.name}
@@ -129,10 +129,10 @@ class _Teacher:
         return {f: tuple(t.shape[1:]) for f, t in probe.items()}
 
 
-def _gather_parts(out: Path, shapes: dict[str, tuple[int, ...]], w: int) -> None:
+def _gather_parts(out: Path, shapes: dict[str, tuple[int, ...]], w: int, dtypes: dict[str, Any]) -> None:
     """Interleave the ranks' parts (rank r holds rows r, r + w, ...) into the cache arrays."""
     for f, shape in shapes.items():
-        with tcache.write_array(out / f"{f}.npy", shape, field(f).dtype) as dst:
+        with tcache.write_array(out / f"{f}.npy", shape, dtypes[f]) as dst:
             for r in range(w):
                 dst[r::w] = np.load(out / f".shard{r}" / f"{f}.npy", mmap_mode="r")
     for r in range(w):

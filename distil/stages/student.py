@@ -64,7 +64,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
 
     ds = ViewImages(images.pixels, images.labels, views, sc.img_size, seed=cfg.seed,
                     teacher_size=online.img_size if online else None, lookup=cached.lookup if cached else None,
-                    mixes=mixes)
+                    mixes=mixes, fresh=sc.view_sampling == "fresh")
     train_dl = loader(ds, sc.batch_size, shuffle=True, workers=cfg.data.workers, seed=cfg.seed,
                       drop_last=len(ds) > sc.batch_size)
     val_dl = loader(PlainImages(val.pixels, val.split.labels, sc.img_size), sc.batch_size * 2, shuffle=False,
