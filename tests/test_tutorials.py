@@ -135,8 +135,8 @@ def test_criterion_builds_the_configured_adapter():
     crit = Criterion(cfg.student.losses, {"map": 16}, {"map": 32}, cfg.student.adapters)
     convs = [m for m in crit.modules() if isinstance(m, nn.Conv2d)]
     assert [c.kernel_size for c in convs] == [(3, 3)] and not any(isinstance(m, nn.BatchNorm2d) for m in crit.modules())
-    out = crit(logits_s=torch.randn(4, 10), target=torch.arange(4), map_s=torch.randn(4, 16, 8, 8),
-               map_t=torch.randn(4, 32, 8, 8))
+    out = crit(logits_s=torch.randn(4, 10), target=torch.arange(4), target_mix=torch.full((4,), -1), lam=torch.ones(4),
+               map_s=torch.randn(4, 16, 8, 8), map_t=torch.randn(4, 32, 8, 8))
     assert set(out) == {"loss", "ce", "fitnet"}
 
 
