@@ -81,6 +81,8 @@ class TeacherConfig(TrainConfig):
     drop_rate: float = Field(0.2, ge=0, lt=1)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     aug_scale_min: float = Field(0.35, gt=0, le=1)
+    channels_last: bool = Field(True, description="NHWC memory format for the teacher's training and the cache "
+                                "(1.5x inference, 1.7x train step for tf_efficientnet_lite0 on a 2-core CPU)")
     augment: str = Field("crop_flip_jitter", description="crop_flip_jitter | none (the whole image, as validation sees it)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the model's builder")
 
@@ -112,6 +114,10 @@ class LossTerm(_Strict):
 
 class CacheConfig(_Strict):
     views: int = Field(4, ge=1, le=1024, description="Augmented views per training image (view 0 is the centre view)")
+    backend: Literal["torch", "onnxruntime"] = Field(
+        "torch", description="Runs the teacher for the cache: torch (the teacher's amp and channels_last) or "
+        "onnxruntime (float32 on the CPU; pip install onnxruntime). Not part of the cache's key: both compute "
+        "the same function up to float rounding")
     logits_dtype: Literal["float32", "float16"] = Field(
         "float32", description="Storage of the cached logits: float16 halves the cache (many views, many classes)")
     scale_min: float = Field(0.35, gt=0, le=1)

@@ -183,3 +183,20 @@ def test_ensemble_cache_is_the_mean_of_its_teachers_and_is_keyed_on_all_of_them(
         load_config(ens, ["student.losses=[{name: cosine}]"])
     with pytest.raises(ConfigError, match="needs student.teacher_mode: cached"):
         load_config(ens, ["student.teacher_mode=online"])
+
+
+def test_onnxruntime_backend_caches_what_torch_caches(built, tmp_path):
+    """cache.backend: onnxruntime exports the teacher with every stored field as an output; its cache matches
+    PyTorch's to float rounding, and a student trains from it."""
+    import shutil
+
+    ref = tmp_path / "runs" / "tiny" / "cache"
+    torch_logits = np.load(ref / "logits.npy")
+    shutil.copytree(ref, tmp_path / "torch-cache")
+    over = ["cache.backend=onnxruntime", "cache.store=[feat]"]
+    assert main(["cache", "--config", str(built), "--force", *over]) == 0
+    np.testing.assert_allclose(np.load(ref / "logits.npy"), torch_logits, rtol=1e-4, atol=1e-4)
+    assert np.load(ref / "feat.npy").shape[:2] == torch_logits.shape[:2]
+    summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert summary["cache"]["precision"] == "onnxruntime fp32"
+    assert main(["student", "--config", str(built), *over, "student.epochs=1"]) == 0

@@ -6,7 +6,7 @@ import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -23,8 +23,9 @@ from ..engine import device
 from ..fields import forward_fields
 from ..models import load_teacher
 from ..precision import resolve
-from ..predict import accuracy, predict_logits
+from ..predict import accuracy
 from ..progress import progress
+from ..registry import Registry
 from ..rundir import RunDir
 
 
@@ -53,7 +54,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     n, k, bs = len(images), cfg.cache.views, cfg.cache.batch_size
     views = tcache.views_for(cfg, n)
     mixes = tcache.mixes_for(cfg, views)
-    teachers = [_Teacher(d, how, dev, precision, fields, layer, cfg.teacher.channels_last) for d in cfg.teacher_dirs]
+    teachers = [_Teacher(d, how, dev, precision, fields, layer, cfg.teacher.channels_last, cfg.cache.backend)
+                for d in cfg.teacher_dirs]
     shapes = {f: (n, k, *s) for f, s in teachers[0].shapes().items()}
 
     # rank r computes images r, r + world, ...; with one process its arrays are the cache itself
@@ -78,7 +80,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
             _gather_parts(out, shapes, w, {f: tcache.field_dtype(cfg, f) for f in shapes})
     result: dict[str, Any] = {"reused": False, "folder": rd.relative(out), "images": n,
                               "unlabeled": int((images.labels < 0).sum()), "views": k, "stored": fields,
-                              "processes": w, "precision": precision.name}
+                              "processes": w, "precision": precision.name if cfg.cache.backend == "torch" else
+                              f"{cfg.cache.backend} fp32"}
     if distributed.is_main():
         save_npy(out / "views.npy", views)
         if mixes is not None:
@@ -86,8 +89,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         members = []
         for teacher in teachers:
             vdl = loader(PlainImages(val.pixels, val.split.labels, teacher.size), bs, shuffle=False, workers=cfg.data.workers)
-            with precision.autocast():
-                members.append(predict_logits(teacher.model, vdl, teacher.norm, dev))
+            members.append(np.concatenate([teacher(b["image"])["logits"].float().cpu().numpy() for b in vdl]))
         val_logits = np.mean(members, axis=0).astype(np.float32)
         save_npy(out / "val_logits.npy", val_logits)
         all_shapes = {**{f: list(s) for f, s in shapes.items()}, "views": list(views.shape), "val_logits": list(val_logits.shape),
@@ -106,27 +108,82 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
 
 
 class _Teacher:
-    """One frozen fine-tuned teacher of the cache: ``(B, S, S, 3)`` uint8 at its own size -> its fields."""
+    """One frozen fine-tuned teacher of the cache: ``(B, S, S, 3)`` uint8 at its own size -> its fields, run by
+    ``BACKENDS[backend]``."""
 
     def __init__(self, folder: Path, how: str, dev: torch.device, precision: Any, fields: list[str],
-                 layer: Optional[int], channels_last: bool):
+                 layer: Optional[int], channels_last: bool, backend: str = "torch"):
         self.folder = folder
         self.model, self.meta = load_teacher(folder, how)
         self.model.to(dev)
-        if channels_last:
-            self.model.to(memory_format=torch.channels_last)
         self.norm = Normalize(self.meta["mean"], self.meta["std"]).to(dev)
         self.size = int(self.meta["img_size"])
         self.dev, self.precision, self.fields, self.layer = dev, precision, fields, layer
+        self.run = BACKENDS.get(backend)(self, channels_last)
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        with self.precision.autocast():
-            return forward_fields(self.model, self.norm(x.to(self.dev, non_blocking=True)), self.fields, self.layer)
+        return self.run(self.norm(x.to(self.dev, non_blocking=True)))
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-image shape of each field, probed with one blank image."""
         probe = self(torch.from_numpy(np.zeros((1, self.size, self.size, 3), np.uint8)))
         return {f: tuple(t.shape[1:]) for f, t in probe.items()}
+
+
+BACKENDS: Registry[Callable[..., Callable[[torch.Tensor], dict[str, torch.Tensor]]]] = Registry("cache backend")
+
+
+@BACKENDS.register("torch")
+def _torch_backend(t: _Teacher, channels_last: bool) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """PyTorch in the teacher's precision (``teacher.amp``) and memory format (``teacher.channels_last``)."""
+    if channels_last:
+        t.model.to(memory_format=torch.channels_last)
+
+    def run(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with t.precision.autocast():
+            return forward_fields(t.model, x, t.fields, t.layer)
+
+    return run
+
+
+class _Fields(torch.nn.Module):
+    """The teacher's fields as a tuple, in ``names`` order (an exportable graph)."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str], layer: Optional[int]):
+        super().__init__()
+        self.model, self.names, self.layer = model, names, layer
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = forward_fields(self.model, x, self.names, self.layer)
+        return tuple(out[n] for n in self.names)
+
+
+@BACKENDS.register("onnxruntime")
+def _ort_backend(t: _Teacher, channels_last: bool) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """ONNX Runtime, float32 on the CPU: the teacher, with the fields the cache stores as its outputs, is exported
+    in memory once per run; on this project's 2-core CPU it ran 5x PyTorch float32 (benchmarks/teacher_speed.py)."""
+    import io
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeError("cache.backend: onnxruntime needs the onnxruntime package: "
+                           ".venv/bin/pip install onnxruntime (or set cache.backend: torch)") from None
+    names = list(t.fields)
+    buf = io.BytesIO()
+    x = torch.zeros(2, 3, t.size, t.size)
+    torch.onnx.export(_Fields(t.model.cpu().eval(), names, t.layer), (x,), buf, input_names=["image"],
+                      output_names=names, opset_version=18, dynamo=False,
+                      dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}})
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = torch.get_num_threads()
+    sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs = sess.run(names, {"image": x.float().cpu().contiguous().numpy()})
+        return {n: torch.from_numpy(o) for n, o in zip(names, outs)}
+
+    return run
 
 
 def _gather_parts(out: Path, shapes: dict[str, tuple[int, ...]], w: int, dtypes: dict[str, Any]) -> None:
