@@ -27,7 +27,7 @@ COMP   := $(if $(COMPETITION),submit.competition=$(COMPETITION),)
 FORCED  = $(if $(and $(filter 1 yes true,$(FORCE)),$(filter $@,$(MAKECMDGOALS))),--force,)
 STAGES := teacher cache student submit export report params
 
-.PHONY: all setup test help $(STAGES) demo-data clean-run benchmarks food11-data
+.PHONY: all setup test help $(STAGES) demo-data clean-run benchmarks food11-data mnist-data seeds
 
 all: submit
 	@echo "submission: submissions/$(NAME).csv"
@@ -77,6 +77,13 @@ test: $(STAMP)
 benchmarks: $(STAMP)
 	$(PY) benchmarks/methods.py --data ../shared/datasets/food10-mini
 	$(PY) benchmarks/recipe.py --data ../shared/datasets/food10-mini
+
+# the tutorials' experiments beside their published numbers (configs/seeds/): hours on a 2-core CPU
+mnist-data: | $(STAMP)
+	$(DISTIL) idx-data --source ../shared/datasets/mnist --out data/mnist
+
+seeds: mnist-data
+	$(PY) benchmarks/seeds.py
 
 clean-run:
 	rm -rf $(RUN) submissions/$(NAME).csv

@@ -114,6 +114,8 @@ class LossTerm(_Strict):
 
 class CacheConfig(_Strict):
     views: int = Field(4, ge=1, le=1024, description="Augmented views per training image (view 0 is the centre view)")
+    feat_from: str = Field("pre_logits", description="The teacher's feat: pre_logits (timm's embedding; the "
+                           "tutorial nets' flattened map) | pooled (global average) | flatten (the last map, flattened)")
     backend: Literal["torch", "onnxruntime"] = Field(
         "torch", description="Runs the teacher for the cache: torch (the teacher's amp and channels_last) or "
         "onnxruntime (float32 on the CPU; pip install onnxruntime). Not part of the cache's key: both compute "
@@ -150,6 +152,10 @@ class AdapterConfig(_Strict):
 
 def _check_mix(cache: "CacheConfig") -> None:
     from .data.views import MIXES
+    from .fields import FEAT_FROM
+
+    if cache.feat_from not in FEAT_FROM:
+        raise ValueError(f"cache.feat_from {cache.feat_from!r} is not one of {', '.join(FEAT_FROM.names())}")
 
     if cache.mix != "none" and cache.mix not in MIXES:
         raise ValueError(f"cache.mix {cache.mix!r} is not one of none, {', '.join(MIXES.names())}")
@@ -170,6 +176,7 @@ class StudentConfig(TrainConfig):
         min_length=1,
     )
     student_layer: int = Field(-2, description="Student stage index whose map feeds map losses")
+    feat_from: str = Field("pre_logits", description="The student's feat: pre_logits | pooled | flatten")
     view_sampling: Literal["random", "fresh"] = Field(
         "random", description="random: each epoch a random recorded view per image; fresh: each view once, in a "
         "per-image random order (FKD-style), cycling when epochs > cache.views")
@@ -186,6 +193,10 @@ class StudentConfig(TrainConfig):
 
         from .fields import FIELDS, field
 
+        from .fields import FEAT_FROM
+
+        if self.feat_from not in FEAT_FROM:
+            raise ValueError(f"feat_from {self.feat_from!r} is not one of {', '.join(FEAT_FROM.names())}")
         validate_terms(self.losses)
         check_student_kwargs(self.model, self.kwargs, self.img_size)
         adaptable = [n for n in FIELDS if field(n).adapter]

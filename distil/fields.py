@@ -20,12 +20,20 @@ from torch import Tensor, nn
 
 from .registry import Registry
 
-Extractor = Callable[[nn.Module, Tensor, list[Tensor]], Tensor]
+Extractor = Callable[[nn.Module, Tensor, list[Tensor], Optional[str]], Tensor]
+
+# how ``feat`` is read off the last map: timm's pre-logits embedding (pooled, plus any head layers before the
+# classifier; the tutorial nets' flattened map), the global average pool, or the flattened map
+FEAT_FROM: Registry[Callable[[nn.Module, Tensor], Tensor]] = Registry("feat_from")
+FEAT_FROM.register("pre_logits")(lambda m, final: m.forward_head(final, pre_logits=True))
+FEAT_FROM.register("pooled")(lambda m, final: final.mean((2, 3)) if final.ndim == 4 else final)
+FEAT_FROM.register("flatten")(lambda m, final: final.flatten(1))
 
 
 @dataclass(frozen=True)
 class Field:
-    """``extract(model, final, intermediates)`` -> (B, ...); ``dtype``: storage type in the cache;
+    """``extract(model, final, intermediates, option)`` -> (B, ...) (``option``: e.g. ``feat``'s ``FEAT_FROM`` name);
+    ``dtype``: storage type in the cache;
     ``needs_layer``: read from the intermediate map at ``cache.feature_layer``; ``adapter`` / ``adapter_bn``:
     the default ``ADAPTERS`` entry that maps the student's tensor to the teacher's size (None: sizes must
     agree). ``student.adapters`` overrides it per field."""
@@ -119,9 +127,10 @@ def _register(f: Field) -> None:
     FIELDS.register(f.name)(f)  # type: ignore[arg-type]
 
 
-_register(Field("logits", lambda m, final, inter: m.forward_head(final), np.float32))
-_register(Field("feat", lambda m, final, inter: m.forward_head(final, pre_logits=True), np.float16, adapter="linear"))
-_register(Field("map", lambda m, final, inter: inter[0], np.float16, needs_layer=True, adapter="conv1x1",
+_register(Field("logits", lambda m, final, inter, opt: m.forward_head(final), np.float32))
+_register(Field("feat", lambda m, final, inter, opt: FEAT_FROM.get(opt or "pre_logits")(m, final), np.float16,
+                adapter="linear"))
+_register(Field("map", lambda m, final, inter, opt: inter[0], np.float16, needs_layer=True, adapter="conv1x1",
                 adapter_bn=True))
 
 
@@ -144,9 +153,12 @@ def fields_of(args: Iterable[str], side: str) -> set[str]:
     return {a[: -len(side) - 1] for a in args if a.endswith(f"_{side}") and a[: -len(side) - 1] in FIELDS}
 
 
-def forward_fields(model: nn.Module, x: Tensor, names: Iterable[str], layer: Optional[int]) -> dict[str, Tensor]:
+def forward_fields(model: nn.Module, x: Tensor, names: Iterable[str], layer: Optional[int],
+                   options: Optional[dict[str, str]] = None) -> dict[str, Tensor]:
     """Run ``model`` (timm-style: ``forward_intermediates``, ``forward_features``, ``forward_head``) once on
-    (B, 3, H, W) and return ``{name: tensor}`` for the requested fields."""
+    (B, 3, H, W) and return ``{name: tensor}`` for the requested fields; ``options`` per field (``{"feat":
+    "flatten"}``)."""
+    options = options or {}
     names = sorted(set(names))
     if any(field(n).needs_layer for n in names):
         if layer is None:
@@ -154,17 +166,18 @@ def forward_fields(model: nn.Module, x: Tensor, names: Iterable[str], layer: Opt
         final, inter = model.forward_intermediates(x, indices=[layer])
     else:
         final, inter = model.forward_features(x), []
-    return {n: field(n).extract(model, final, inter) for n in names}
+    return {n: field(n).extract(model, final, inter, options.get(n)) for n in names}
 
 
 @torch.no_grad()
-def field_dims(model: nn.Module, img_size: int, names: Iterable[str], layer: Optional[int]) -> dict[str, int]:
+def field_dims(model: nn.Module, img_size: int, names: Iterable[str], layer: Optional[int],
+               options: Optional[dict[str, str]] = None) -> dict[str, int]:
     """Channel size (dim 1) of each field of ``model`` at ``img_size``, probed with one blank image in eval mode."""
     was = model.training
     model.eval()
     p = next(model.parameters())
     x = torch.zeros(1, 3, img_size, img_size, device=p.device)
     try:
-        return {n: int(t.shape[1]) for n, t in forward_fields(model, x, names, layer).items()}
+        return {n: int(t.shape[1]) for n, t in forward_fields(model, x, names, layer, options).items()}
     finally:
         model.train(was)

@@ -44,7 +44,10 @@ def needed(cfg: Any, build: bool = False) -> dict[str, Any]:
     if build:
         names |= set(cfg.cache.store)
     layered = any(field(n).needs_layer for n in names)
-    return {"stored": sorted(names), "feature_layer": cfg.cache.feature_layer if layered else None}
+    need = {"stored": sorted(names), "feature_layer": cfg.cache.feature_layer if layered else None}
+    if "feat" in names and cfg.cache.feat_from != "pre_logits":
+        need["feat_from"] = cfg.cache.feat_from
+    return need
 
 
 def views_for(cfg: Any, n: int) -> np.ndarray:
@@ -131,6 +134,9 @@ def content_problem(man: dict[str, Any], need: dict[str, Any]) -> Optional[str]:
         return f"it does not hold {', '.join(missing)} (holds {', '.join(have.get('stored', []))})"
     if need["feature_layer"] is not None and have.get("feature_layer") != need["feature_layer"]:
         return f"its feature map is from layer {have.get('feature_layer')}, the config asks for {need['feature_layer']}"
+    if "feat" in need["stored"] and have.get("feat_from", "pre_logits") != need.get("feat_from", "pre_logits"):
+        return (f"its feat is {have.get('feat_from', 'pre_logits')}, the config asks for "
+                f"{need.get('feat_from', 'pre_logits')} (cache.feat_from)")
     return None
 
 

@@ -33,15 +33,17 @@ class OnlineTeacher(nn.Module):
     """A fine-tuned teacher run on the student's view at the teacher's size: frozen three ways
     (``eval()``, ``requires_grad_(False)``, ``torch.inference_mode()``)."""
 
-    def __init__(self, folder: Path, fields: list[str], layer: Optional[int], how: str = "run the teacher stage first"):
+    def __init__(self, folder: Path, fields: list[str], layer: Optional[int], how: str = "run the teacher stage first",
+                 options: Optional[dict[str, str]] = None):
         super().__init__()
         self.model, meta = load_teacher(folder, how)
         self.norm = Normalize(meta["mean"], meta["std"])
         self.img_size, self.fields, self.layer = int(meta["img_size"]), list(fields), layer
-        self.dims: dict[str, Optional[int]] = dict(field_dims(self.model, self.img_size, self.fields, layer))
+        self.options = dict(options or {})
+        self.dims: dict[str, Optional[int]] = dict(field_dims(self.model, self.img_size, self.fields, layer, self.options))
 
     def forward(self, image: Tensor) -> dict[str, Tensor]:
         """(B, H, W, 3) uint8 at the teacher's size -> ``{"<field>_t": float32 tensor}``."""
         with torch.inference_mode():
-            out = forward_fields(self.model, self.norm(image), self.fields, self.layer)
+            out = forward_fields(self.model, self.norm(image), self.fields, self.layer, self.options)
         return {f"{k}_t": v.float().clone() for k, v in out.items()}  # clone: usable outside inference mode

@@ -208,3 +208,31 @@ def test_idx_data_writes_class_folders_of_the_exact_pixels(tmp_path):
     first = np.asarray(Image.open(tmp_path / "out" / "train" / "0" / "00000.png"))
     assert np.array_equal(first, imgs["train"][0])  # lossless
     assert main(["idx-data", "--source", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]) == 2
+
+
+@pytest.mark.parametrize("how", ["pre_logits", "pooled", "flatten"])
+def test_feat_from_reads_the_embedding_the_pool_or_the_flattened_map(how):
+    from distil.fields import forward_fields
+
+    m = create_student("dwsep", 10).eval()
+    x = torch.rand(2, 3, 32, 32)
+    final = m.forward_features(x)
+    feat = forward_fields(m, x, ["feat"], None, {"feat": how})["feat"]
+    want = {"pre_logits": m.forward_head(final, pre_logits=True), "pooled": final.mean((2, 3)),
+            "flatten": final.flatten(1)}[how]
+    torch.testing.assert_close(feat, want)
+
+
+def test_the_cached_feat_is_keyed_by_how_it_was_read(built):
+    from distil.cli import main
+    from distil.data import distill_set, open_data, pixels
+    from distil.teacher_cache import StaleCacheError, expected_key, load_cache, needed
+
+    assert main(["cache", "--config", str(built), "cache.store=[feat]", "cache.feat_from=pooled"]) == 0
+    cfg = load_config(built, ["cache.store=[feat]", "cache.feat_from=flatten", "student.losses=[{name: cosine}]"])
+    layout = open_data(cfg)
+    images = distill_set(cfg, layout, pixels(cfg, layout, "train"), False)
+    with pytest.raises(StaleCacheError, match="its feat is pooled, the config asks for flatten"):
+        load_cache(cfg.run_dir / "cache", expected_key(cfg, images.pixel_key), needed(cfg), "rebuild")
+    with pytest.raises(ConfigError, match="feat_from 'flat' is not one of flatten, pooled, pre_logits"):
+        load_config(built, ["student.feat_from=flat"])

@@ -54,7 +54,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     n, k, bs = len(images), cfg.cache.views, cfg.cache.batch_size
     views = tcache.views_for(cfg, n)
     mixes = tcache.mixes_for(cfg, views)
-    teachers = [_Teacher(d, how, dev, precision, fields, layer, cfg.teacher.channels_last, cfg.cache.backend)
+    teachers = [_Teacher(d, how, dev, precision, fields, layer, cfg.teacher.channels_last, cfg.cache.backend,
+                         {"feat": cfg.cache.feat_from})
                 for d in cfg.teacher_dirs]
     shapes = {f: (n, k, *s) for f, s in teachers[0].shapes().items()}
 
@@ -112,13 +113,15 @@ class _Teacher:
     ``BACKENDS[backend]``."""
 
     def __init__(self, folder: Path, how: str, dev: torch.device, precision: Any, fields: list[str],
-                 layer: Optional[int], channels_last: bool, backend: str = "torch"):
+                 layer: Optional[int], channels_last: bool, backend: str = "torch",
+                 options: Optional[dict[str, str]] = None):
         self.folder = folder
         self.model, self.meta = load_teacher(folder, how)
         self.model.to(dev)
         self.norm = Normalize(self.meta["mean"], self.meta["std"]).to(dev)
         self.size = int(self.meta["img_size"])
         self.dev, self.precision, self.fields, self.layer = dev, precision, fields, layer
+        self.options = options or {}
         self.run = BACKENDS.get(backend)(self, channels_last)
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -141,7 +144,7 @@ def _torch_backend(t: _Teacher, channels_last: bool) -> Callable[[torch.Tensor],
 
     def run(x: torch.Tensor) -> dict[str, torch.Tensor]:
         with t.precision.autocast():
-            return forward_fields(t.model, x, t.fields, t.layer)
+            return forward_fields(t.model, x, t.fields, t.layer, t.options)
 
     return run
 
@@ -149,12 +152,12 @@ def _torch_backend(t: _Teacher, channels_last: bool) -> Callable[[torch.Tensor],
 class _Fields(torch.nn.Module):
     """The teacher's fields as a tuple, in ``names`` order (an exportable graph)."""
 
-    def __init__(self, model: torch.nn.Module, names: list[str], layer: Optional[int]):
+    def __init__(self, model: torch.nn.Module, names: list[str], layer: Optional[int], options: dict[str, str]):
         super().__init__()
-        self.model, self.names, self.layer = model, names, layer
+        self.model, self.names, self.layer, self.options = model, names, layer, options
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = forward_fields(self.model, x, self.names, self.layer)
+        out = forward_fields(self.model, x, self.names, self.layer, self.options)
         return tuple(out[n] for n in self.names)
 
 
@@ -172,7 +175,7 @@ def _ort_backend(t: _Teacher, channels_last: bool) -> Callable[[torch.Tensor], d
     names = list(t.fields)
     buf = io.BytesIO()
     x = torch.zeros(2, 3, t.size, t.size)
-    torch.onnx.export(_Fields(t.model.cpu().eval(), names, t.layer), (x,), buf, input_names=["image"],
+    torch.onnx.export(_Fields(t.model.cpu().eval(), names, t.layer, t.options), (x,), buf, input_names=["image"],
                       output_names=names, opset_version=18, dynamo=False,
                       dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}})
     so = ort.SessionOptions()

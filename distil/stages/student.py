@@ -43,7 +43,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     online = cached = None
     if uses_teacher and sc.teacher_mode == "online":
         online = OnlineTeacher(cfg.teacher_dir, teacher_need["stored"], teacher_need["feature_layer"],
-                               f"run the teacher stage: {rd.teacher_command()}")
+                               f"run the teacher stage: {rd.teacher_command()}", {"feat": cfg.cache.feat_from})
         views, teacher_dims = tcache.views_for(cfg, len(images)), online.dims
         mixes = tcache.mixes_for(cfg, views)
     elif uses_teacher:
@@ -55,8 +55,10 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         mixes = tcache.mixes_for(cfg, views)
     layer = sc.student_layer
     norm = (sc.mean, sc.std) if sc.mean else STUDENT_NORM
-    student_dims = field_dims(student, sc.img_size, fields_of(needs(terms), "s"), layer)
-    distiller = Distiller(student, Criterion(terms, student_dims, teacher_dims, sc.adapters), Normalize(*norm), layer, online)
+    options = {"feat": sc.feat_from}
+    student_dims = field_dims(student, sc.img_size, fields_of(needs(terms), "s"), layer, options)
+    distiller = Distiller(student, Criterion(terms, student_dims, teacher_dims, sc.adapters), Normalize(*norm), layer,
+                          online, options)
     distiller.to(dev)
     if sc.channels_last:
         distiller.to(memory_format=torch.channels_last)

@@ -19,10 +19,11 @@ class Distiller(nn.Module):
     criterion's adapters train; the teacher is frozen (eval, no grad, inference mode)."""
 
     def __init__(self, student: nn.Module, criterion: Criterion, norm: nn.Module, student_layer: Optional[int],
-                 teacher: Optional[nn.Module] = None):
+                 teacher: Optional[nn.Module] = None, options: Optional[dict[str, str]] = None):
         super().__init__()
         self.student, self.criterion, self.norm, self.teacher = student, criterion, norm, teacher
         self.student_layer = student_layer
+        self.options = dict(options or {})  # per field, e.g. {"feat": "flatten"} (student.feat_from)
         self.student_fields = fields_of(criterion.needs, "s")
         self.teacher_args = sorted(a for a in criterion.needs if a.endswith("_t"))
 
@@ -32,7 +33,7 @@ class Distiller(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         x = self.norm(batch["image"])
-        out = forward_fields(self.student, x, self.student_fields, self.student_layer)
+        out = forward_fields(self.student, x, self.student_fields, self.student_layer, self.options)
         tensors: dict[str, Tensor] = {f"{k}_s": v for k, v in out.items()}
         tensors["target"] = batch["target"]
         tensors["epoch"] = batch.get("epoch", torch.zeros((), device=x.device))
