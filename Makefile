@@ -72,7 +72,7 @@ clean-%:
 	rm -rf $(RUN)/$*
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/methods.py --data ../shared/datasets/food10-mini

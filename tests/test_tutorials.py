@@ -164,15 +164,15 @@ def _class_folders(root, classes, n_train, n_val, size, seed=0):
 
 
 def test_the_xray_config_runs_teacher_cache_student_on_generated_images(tmp_path):
-    """configs/seeds/xray-kd.yaml as shipped (224 px, the 4-channel student, CE + KD alpha 0.25, T 1), on a
-    generated 2-class folder set; only the data, the run folder, the epochs and the teacher's weights
-    (none: offline) are overridden."""
+    """configs/seeds/xray-kd.yaml as shipped (the 4-channel student at 224 px, CE + KD alpha 0.25, T 1), on a
+    generated 2-class folder set; only the data, the run folder, the epochs and the teacher's weights (none:
+    offline) and image size (64 px: seconds on a CPU) are overridden."""
     import json
 
     from distil.cli import main
 
     data = _class_folders(tmp_path / "xray", ["NORMAL", "PNEUMONIA"], 6, 3, 64)
-    over = [f"data.root={data}", f"runs_dir={tmp_path / 'runs'}", "teacher.pretrained=none", "teacher.epochs=1",
+    over = [f"data.root={data}", f"runs_dir={tmp_path / 'runs'}", "teacher.pretrained=none", "teacher.epochs=1", "teacher.img_size=64",
             "student.epochs=1", "teacher.batch_size=8", "student.batch_size=8"]
     for stage in ("teacher", "cache", "student"):
         assert main([stage, "--config", "configs/seeds/xray-kd.yaml", *over]) == 0
