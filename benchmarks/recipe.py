@@ -3,6 +3,7 @@ per row (more recorded views, unlabelled images, resolution, schedule), then the
 at the 96 px, 60-epoch rung with unlabelled images. Same seed throughout; the teacher is the food10-mini one (``teacher_from``).
 
     python benchmarks/recipe.py --data ../shared/datasets/food10-mini [--only "+ 128 px"]
+    python benchmarks/recipe.py --levers    # this round's levers, one row each, then combined (levers.{json,md})
 
 Writes benchmarks/results/recipe.json and recipe.md (row, student, params, val acc, share of the
 teacher, train wall time). Rows already trained are reused (each run resumes from its checkpoint).
@@ -30,6 +31,18 @@ LADDER: list[tuple[str, str, list[str]]] = [
     ("+ 120 epochs (final recipe)", BEST, []),
 ]
 STUDENTS = ["mbv2_se", "shuffle", "ghost"]
+# --levers: this round's levers, each its own row from the final recipe (same seed and teacher), each in its own
+# run folder (a row that changes the cache gets its own cache), then all of them together. Not yet run: about
+# 6-10 h on a 2-core CPU (the 64-view cache alone is ~1.5 h with the PyTorch backend, ~20 min with ORT).
+LEVERS: list[tuple[str, list[str]]] = [
+    ("lever: EMA 0.999", ["student.ema=0.999"]),
+    ("lever: CutMix views (p 0.5)", ["cache.mix=cutmix"]),
+    ("lever: 64 views, fp16 logits, fresh view each epoch", ["cache.views=64", "cache.logits_dtype=float16",
+                                                             "student.view_sampling=fresh", "cache.backend=onnxruntime"]),
+    ("lever: ghost student at 128 px", ["student.model=ghost"]),
+    ("levers combined", ["student.ema=0.999", "cache.mix=cutmix", "cache.views=64", "cache.logits_dtype=float16",
+                         "student.view_sampling=fresh", "cache.backend=onnxruntime", "student.model=ghost"]),
+]
 
 
 def slug(label: str) -> str:
@@ -40,7 +53,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/datasets/food10-mini")
     ap.add_argument("--only", nargs="*", default=None, help="row labels to run (default: all)")
+    ap.add_argument("--levers", action="store_true", help="run the LEVERS rows instead of the ladder")
     args = ap.parse_args()
+    if args.levers:
+        return levers(args)
     data = [f"data.root={args.data}"]
     t0 = time.time()
     run_stage("teacher", str(ROOT / BASE), data)  # the shared teacher (reused when trained)
@@ -75,6 +91,29 @@ def main() -> None:
           + table(rows, ["row", "student", "params", "img_size", "views", "unlabeled", "epochs", "val_acc",
                          "of_teacher", "train_wall_s"]))
     save("recipe", payload, md)
+
+
+def levers(args: argparse.Namespace) -> None:
+    """Each LEVERS row in its own run (``name=food10-mini-best-<slug>``, sharing the food10-mini teacher): cache
+    (built or reused for that row) then student. Writes benchmarks/results/levers.{json,md}."""
+    data = [f"data.root={args.data}"]
+    run_stage("teacher", str(ROOT / BASE), data)
+    teacher = json.loads((load_config(ROOT / BASE, data).run_dir / "summary.json").read_text())["teacher"]
+    rows = []
+    for label, over in LEVERS:
+        if args.only and label not in args.only:
+            continue
+        over = data + [f"name=food10-mini-best-{slug(label)}"] + over
+        cfg = load_config(ROOT / BEST, over)
+        cache = run_stage("cache", str(ROOT / BEST), over)
+        res = run_stage("student", str(ROOT / BEST), over)
+        rows.append({"row": label, "student": cfg.student.model, "params": res["params"], "views": cfg.cache.views,
+                     "val_acc": res["val_acc"], "of_teacher": round(res["val_acc"] / teacher["val_acc"], 3),
+                     "cache_wall_s": cache.get("wall_s"), "train_wall_s": res["train_s"]})
+        print(f"{label:50s} val_acc={res['val_acc']:.4f}", flush=True)
+    md = (f"Levers from `{BEST}` on `{args.data}` (validation split), teacher {teacher['val_acc']:.4f}\n\n"
+          + table(rows, ["row", "student", "params", "views", "val_acc", "of_teacher", "cache_wall_s", "train_wall_s"]))
+    save("levers", {"data": args.data, "recipe": BEST, "rows": rows}, md)
 
 
 if __name__ == "__main__":
