@@ -15,7 +15,6 @@ import argparse
 import csv
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,29 +38,34 @@ ROWS: list[tuple[str, str, str, str, float]] = [
 ]
 
 
-def last_and_best(folder: Path) -> tuple[float, float, int]:
-    """Test accuracy after the last epoch and at the best epoch (%), and the number of epochs, from metrics.csv."""
+def last_and_best(folder: Path) -> tuple[float, float, int, float]:
+    """Test accuracy after the last epoch and at the best epoch (%), the number of epochs and the training time
+    (sum of the epochs' seconds), from metrics.csv."""
     rows = list(csv.DictReader((folder / "metrics.csv").open()))
     accs = [float(r["val_acc"]) * 100 for r in rows]
-    return accs[-1], max(accs), len(rows)
+    return accs[-1], max(accs), len(rows), sum(float(r["epoch_s"]) for r in rows)
 
 
-def run_row(config: str, stage: str, seed: int) -> dict[str, Any]:
+def run_row(config: str, stage: str, seed: int, collect: bool = False) -> dict[str, Any]:
+    """Train (or reuse) one row's run and read its numbers; ``collect``: only read a finished run."""
     path = str(ROOT / "configs" / "seeds" / f"{config}.yaml")
-    t0 = time.time()
     if stage == "teacher":
-        run_stage("teacher", path)
+        if not collect:
+            run_stage("teacher", path)
         folder = load_config(path).teacher_dir
     else:
         over = [f"seed={seed}", f"student.dir=seed{seed}"]
         cfg = load_config(path, over)
-        if any(teacher_fields(t.name) for t in cfg.student.effective_losses()):
-            run_stage("cache", path, over)
-        run_stage("student", path, over)
+        if not collect:
+            if any(teacher_fields(t.name) for t in cfg.student.effective_losses()):
+                run_stage("cache", path, over)
+            run_stage("student", path, over)
         folder = cfg.run_dir / f"seed{seed}"
-    last, best, epochs = last_and_best(folder)
+    if collect and not (folder / "done.json").is_file():
+        raise FileNotFoundError(2, "not finished", str(folder / "done.json"))
+    last, best, epochs, train_s = last_and_best(folder)
     return {"seed": seed if stage == "student" else load_config(path).seed, "last": last, "best": best,
-            "epochs": epochs, "wall_s": round(time.time() - t0, 1)}
+            "epochs": epochs, "train_s": round(train_s, 1)}
 
 
 def summarise(exp: str, row: str, config: str, published: float, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -72,7 +76,7 @@ def summarise(exp: str, row: str, config: str, published: float, runs: list[dict
             "ours": f"{mean:.2f} ± {spread:.2f}" if len(runs) > 1 else f"{mean:.2f}", "ours_mean": round(mean, 2),
             "spread": round(spread, 2), "diff": round(mean - published, 2), "seeds": len(runs),
             "best_epoch": round(statistics.fmean(r["best"] for r in runs), 2),
-            "wall_s": round(sum(r["wall_s"] for r in runs), 1), "runs": runs}
+            "train_s": round(statistics.fmean(r["train_s"] for r in runs), 1), "runs": runs}
 
 
 def machine() -> str:
@@ -90,13 +94,21 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43], help="student seeds (teachers: their config's)")
     ap.add_argument("--only", nargs="*", default=None, help="experiments to run (cifar10, mnist)")
     ap.add_argument("--rows", nargs="*", default=None, help="row labels to run (default: all)")
+    ap.add_argument("--collect", action="store_true", help="only read the finished runs (no training); rows "
+                    "whose runs are missing are left out")
     args = ap.parse_args()
     out = []
     for exp, row, config, stage, published in ROWS:
         if (args.only and exp not in args.only) or (args.rows and row not in args.rows):
             continue
         seeds = args.seeds if stage == "student" else [None]
-        runs = [run_row(config, stage, s) for s in seeds]  # type: ignore[arg-type]
+        try:
+            runs = [run_row(config, stage, s, args.collect) for s in seeds]  # type: ignore[arg-type]
+        except FileNotFoundError as exc:
+            if not args.collect:
+                raise
+            print(f"{exp:8} {row:50} not run yet ({exc.filename})", flush=True)
+            continue
         out.append(summarise(exp, row, config, published, runs))
         print(f"{exp:8} {row:50} published {published:6.2f}  ours {out[-1]['ours']}", flush=True)
     # rows of earlier runs (other experiments) are kept, in ROWS order
@@ -105,9 +117,10 @@ def main() -> None:
     keep = {(r["experiment"], r["row"]): r for r in old if (r["experiment"], r["row"]) not in done}
     keep.update({(r["experiment"], r["row"]): r for r in out})
     out = [keep[(e, r)] for e, r, *_ in ROWS if (e, r) in keep]
-    md = table(out, ["experiment", "row", "published", "ours", "diff", "seeds", "best_epoch", "wall_s"])
+    md = table(out, ["experiment", "row", "published", "ours", "diff", "seeds", "best_epoch", "train_s"])
     save("seeds", {"rows": out, "seeds": args.seeds, "machine": machine(), "note": "ours = test accuracy (%) after the last epoch, mean ± half "
-                   "the range over seeds; best_epoch = mean of the best epoch's (for reference)"}, md)
+                   "the range over seeds; best_epoch = mean of the best epoch's (for reference); train_s = mean training time "
+                   "per run (sum of epoch times, s)"}, md)
 
 
 if __name__ == "__main__":
