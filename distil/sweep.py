@@ -309,7 +309,7 @@ class Sweep:
     def best_config(self, out: Path) -> Path:
         """Write the best trial's config: the base config plus its overrides, pointing at its trained student."""
         from .atomic import write_text
-        from .config import _set_dotted
+        from .config_file import _set_dotted
 
         study = self.study()
         best = max((t for t in study.get_trials(deepcopy=False) if t.values), key=lambda t: t.values[0], default=None)
