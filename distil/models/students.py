@@ -29,7 +29,46 @@ def _round(c: float, div: int = 8) -> int:
     return max(div, int(c + div / 2) // div * div)
 
 
-class StudentNet(nn.Module):
+class Staged(nn.Module):
+    """timm's feature interface over ``self.stages`` (an ``nn.ModuleList``), entered through ``enter(x)``."""
+
+    stages: nn.ModuleList
+
+    def enter(self, x: Tensor) -> Tensor:
+        """What runs before the first stage (a stem); the input itself by default."""
+        return x
+
+    def forward_intermediates(self, x: Tensor, indices: Optional[Union[int, Sequence[int]]] = None,
+                              intermediates_only: bool = False) -> Union[list[Tensor], tuple[Tensor, list[Tensor]]]:
+        """timm's interface: (B, 3, H, W) -> (last stage map, [maps of the stages in ``indices``]).
+
+        ``indices``: stage indices (negative counts from the end), or an int n for the last n stages,
+        or None for all. With ``intermediates_only`` only the list is returned."""
+        n = len(self.stages)
+        if indices is None:
+            want = list(range(n))
+        elif isinstance(indices, int):
+            want = list(range(n - indices, n))
+        else:
+            if any(not -n <= i < n for i in indices):
+                raise IndexError(f"stage index out of range: {list(indices)} (this net has {n} stages)")
+            want = [i % n for i in indices]
+        out, y = [], self.enter(x)
+        for i, st in enumerate(self.stages):
+            y = st(y)
+            if i in want:
+                out.append(y)
+        return out if intermediates_only else (y, out)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> last stage map (B, C, h, w)."""
+        y = self.enter(x)
+        for st in self.stages:
+            y = st(y)
+        return y
+
+
+class StudentNet(Staged):
     """Stem (3x3 conv, stride 2) -> stages of ``block`` -> global pool -> dropout -> linear."""
 
     def __init__(self, block: Callable[..., nn.Module], num_classes: int, widths: Sequence[int],
@@ -50,32 +89,8 @@ class StudentNet(nn.Module):
         self.drop = nn.Dropout(drop)
         self.classifier = nn.Linear(cin, num_classes)
 
-    def forward_intermediates(self, x: Tensor, indices: Optional[Union[int, Sequence[int]]] = None,
-                              intermediates_only: bool = False) -> Union[list[Tensor], tuple[Tensor, list[Tensor]]]:
-        """timm's interface: (B, 3, H, W) -> (last stage map, [maps of the stages in ``indices``]).
-
-        ``indices``: stage indices (negative counts from the end), or an int n for the last n stages,
-        or None for all. With ``intermediates_only`` only the list is returned."""
-        n = len(self.stages)
-        if indices is None:
-            want = list(range(n))
-        elif isinstance(indices, int):
-            want = list(range(n - indices, n))
-        else:
-            want = [i % n for i in indices]
-        out, y = [], self.stem(x)
-        for i, st in enumerate(self.stages):
-            y = st(y)
-            if i in want:
-                out.append(y)
-        return out if intermediates_only else (y, out)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) -> last stage map (B, num_features, h, w)."""
-        y = self.stem(x)
-        for st in self.stages:
-            y = st(y)
-        return y
+    def enter(self, x: Tensor) -> Tensor:
+        return self.stem(x)
 
     def forward_head(self, f: Tensor, pre_logits: bool = False) -> Tensor:
         """(B, C, h, w) -> pooled (B, C) if ``pre_logits`` else logits (B, num_classes)."""

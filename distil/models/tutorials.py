@@ -21,14 +21,14 @@ the (greyscale, replicated) RGB input.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Sequence
 
 from torch import Tensor, nn
 
-from .students import STUDENTS
+from .students import STUDENTS, Staged
 
 
-class TutorialNet(nn.Module):
+class TutorialNet(Staged):
     """``stages`` (conv blocks) -> flatten -> ``classifier``; ``in_chans`` input channels are taken from the
     3-channel input."""
 
@@ -38,35 +38,9 @@ class TutorialNet(nn.Module):
         self.classifier = classifier
         self.in_chans = in_chans
 
-    def _input(self, x: Tensor) -> Tensor:
+    def enter(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> the ``in_chans`` channels the first conv reads."""
         return x[:, : self.in_chans] if x.shape[1] != self.in_chans else x
-
-    def forward_intermediates(self, x: Tensor, indices: Optional[Union[int, Sequence[int]]] = None,
-                              intermediates_only: bool = False) -> Union[list[Tensor], tuple[Tensor, list[Tensor]]]:
-        """(B, 3, H, W) -> (last stage map, [maps of the stages in ``indices``]); negative indices count
-        from the end, an int n means the last n stages, None all of them."""
-        n = len(self.stages)
-        if indices is None:
-            want = list(range(n))
-        elif isinstance(indices, int):
-            want = list(range(n - indices, n))
-        else:
-            if any(not -n <= i < n for i in indices):
-                raise IndexError(f"stage index out of range: {list(indices)} (this net has {n} stages)")
-            want = [i % n for i in indices]
-        out, y = [], self._input(x)
-        for i, st in enumerate(self.stages):
-            y = st(y)
-            if i in want:
-                out.append(y)
-        return out if intermediates_only else (y, out)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) -> last stage map (B, c, h, w)."""
-        y = self._input(x)
-        for st in self.stages:
-            y = st(y)
-        return y
 
     def forward_head(self, f: Tensor, pre_logits: bool = False) -> Tensor:
         """(B, c, h, w) -> flattened (B, c*h*w) if ``pre_logits`` else logits (B, num_classes)."""
