@@ -94,20 +94,23 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43], help="student seeds (teachers: their config's)")
     ap.add_argument("--only", nargs="*", default=None, help="experiments to run (cifar10, mnist)")
     ap.add_argument("--rows", nargs="*", default=None, help="row labels to run (default: all)")
-    ap.add_argument("--collect", action="store_true", help="only read the finished runs (no training); rows "
-                    "whose runs are missing are left out")
+    ap.add_argument("--collect", action="store_true", help="only read the finished runs (no training); seeds "
+                    "not run are left out of their row, rows with none are left out")
     args = ap.parse_args()
     out = []
     for exp, row, config, stage, published in ROWS:
         if (args.only and exp not in args.only) or (args.rows and row not in args.rows):
             continue
         seeds = args.seeds if stage == "student" else [None]
-        try:
-            runs = [run_row(config, stage, s, args.collect) for s in seeds]  # type: ignore[arg-type]
-        except FileNotFoundError as exc:
-            if not args.collect:
-                raise
-            print(f"{exp:8} {row:50} not run yet ({exc.filename})", flush=True)
+        runs = []
+        for seed in seeds:
+            try:
+                runs.append(run_row(config, stage, seed, args.collect))  # type: ignore[arg-type]
+            except FileNotFoundError as exc:
+                if not args.collect:
+                    raise
+                print(f"{exp:8} {row:50} seed {seed}: not run yet ({exc.filename})", flush=True)
+        if not runs:
             continue
         out.append(summarise(exp, row, config, published, runs))
         print(f"{exp:8} {row:50} published {published:6.2f}  ours {out[-1]['ours']}", flush=True)
