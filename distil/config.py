@@ -79,7 +79,7 @@ class TeacherConfig(TrainConfig):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     aug_scale_min: float = Field(0.35, gt=0, le=1)
     channels_last: bool = Field(True, description="NHWC memory format for the teacher's training and the cache "
-                                "(1.5x inference, 1.7x train step for tf_efficientnet_lite0 on a 2-core CPU)")
+                                "(1.7x inference, 1.6x train step for tf_efficientnet_lite0 on a 2-core CPU)")
     augment: str = Field("crop_flip_jitter", description="crop_flip_jitter | none (the whole image, as validation sees it)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the model's builder")
 

@@ -164,7 +164,7 @@ class _Fields(torch.nn.Module):
 @BACKENDS.register("onnxruntime")
 def _ort_backend(t: _Teacher, channels_last: bool) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """ONNX Runtime, float32 on the CPU: the teacher, with the fields the cache stores as its outputs, is exported
-    in memory once per run; on this project's 2-core CPU it ran 5x PyTorch float32 (benchmarks/teacher_speed.py)."""
+    in memory once per run; on this project's 2-core CPU it ran 4.3x PyTorch float32 (benchmarks/teacher_speed.py)."""
     import io
 
     try:
