@@ -23,7 +23,7 @@ from ..engine import device
 from ..fields import forward_fields
 from ..models import load_teacher
 from ..precision import resolve
-from ..predict import accuracy
+from ..predict import accuracy, predict_logits
 from ..progress import progress
 from ..registry import Registry
 from ..rundir import RunDir
@@ -90,7 +90,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         members = []
         for teacher in teachers:
             vdl = loader(PlainImages(val.pixels, val.split.labels, teacher.size), bs, shuffle=False, workers=cfg.data.workers)
-            members.append(np.concatenate([teacher(b["image"])["logits"].float().cpu().numpy() for b in vdl]))
+            members.append(predict_logits(lambda x, t=teacher: t.run(x)["logits"], vdl, teacher.norm, dev))
         val_logits = np.mean(members, axis=0).astype(np.float32)
         save_npy(out / "val_logits.npy", val_logits)
         all_shapes = {**{f: list(s) for f, s in shapes.items()}, "views": list(views.shape), "val_logits": list(val_logits.shape),
