@@ -300,6 +300,8 @@ class Engine:
                     f"Resume with: {self.resume_cmd}", caught[0])
         with self._averaged():
             metrics = self.validate()
+        if self.ema is not None:  # the live weights too, so one run shows what the average adds
+            metrics["val_acc_live"] = self.validate()["val_acc"]
         keys = sorted(sums)
         means = distributed.all_sum([sums[k] / max(1, n_seen) for k in keys])
         row = {"epoch": self.epoch + 1, **{f"train_{k}": v / distributed.world() for k, v in zip(keys, means)},
