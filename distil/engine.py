@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import torch
+import yaml
 from torch import Tensor, nn
 
 from . import distributed
@@ -215,6 +216,8 @@ class Engine:
             if s is not None:
                 self._restore(s)
                 log.info("resumed from %s at epoch %d batch %d", self.saver.last, self.epoch, self.batch)
+        if distributed.is_main():  # only now that the checkpoint was accepted: a refused run leaves the old record
+            write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
         self.model = distributed.wrap(self.module, self.sync_bn)
         if self.compile:
             self.model = torch.compile(self.model)

@@ -5,6 +5,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from distil.checkpoint import ResumeError
@@ -80,6 +81,19 @@ def test_resume_with_other_config_is_refused(tmp_path):
     other, _ = make_engine(tmp_path, epochs=1, config_hash="h2")
     with pytest.raises(ResumeError, match="different config.*start this stage over with"):
         other.fit()
+
+
+def test_a_refused_run_leaves_the_finished_runs_config_as_it_was(tmp_path):
+    """config.yaml is the record of what last.pt was trained with: written once the checkpoint is accepted."""
+    eng, _ = make_engine(tmp_path, epochs=1)
+    eng.fit()
+    record = tmp_path / "config.yaml"
+    assert yaml.safe_load(record.read_text()) == {"x": 1}
+    other, _ = make_engine(tmp_path, epochs=1, config_hash="h2")
+    other.config = {"x": 2}
+    with pytest.raises(ResumeError):
+        other.fit()
+    assert yaml.safe_load(record.read_text()) == {"x": 1}
 
 
 def test_nan_loss_stops_with_step_and_terms_and_keeps_last_good(tmp_path):

@@ -62,7 +62,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     distiller.to(dev)
     if sc.channels_last:
         distiller.to(memory_format=torch.channels_last)
-    out = rd.stage(sc.dir)
+    out = rd.stage(sc.dir, save_config=False)  # the engine writes it once the checkpoint is accepted
 
     ds = ViewImages(images.pixels, images.labels, views, sc.img_size, seed=cfg.seed,
                     teacher_size=online.img_size if online else None, lookup=cached.lookup if cached else None,

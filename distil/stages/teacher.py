@@ -42,7 +42,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     task = Classification(model, Normalize(mean, std), tc.label_smoothing).to(dev)
     if tc.channels_last:
         task.to(memory_format=torch.channels_last)
-    out = rd.stage("teacher")
+    out = rd.stage("teacher", save_config=False)  # the engine writes it once the checkpoint is accepted
     meta = {"kind": "teacher", "arch": tc.model, "kwargs": dict(tc.kwargs), "num_classes": layout.num_classes,
             "class_names": layout.class_names, "mean": list(mean), "std": list(std), "img_size": tc.img_size,
             "params": count_params(model)}
@@ -87,6 +87,7 @@ def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any
         logits = predict_logits(task.model, dl, task.norm, next(task.parameters()).device)
     acc = accuracy(logits, val.split.labels)
     save_artifact(out, "teacher", task.model, {**meta, "val_acc": acc, "epoch": 0})
+    cfg.save(out / "config.yaml")
     result = {"name": cfg.teacher.model, "params": meta["params"], "val_acc": acc, "epochs": 0,
               "weights": cfg.teacher.weights, "precision": precision.name, "train_s": 0.0,
               "wall_s": round(time.time() - t0, 1), "artifact": rd.relative(out / "teacher.safetensors")}
