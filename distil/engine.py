@@ -120,6 +120,7 @@ class Engine:
         self.dev = device()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaled)
         self.epoch, self.batch, self.global_step, self.best = 0, 0, 0, -math.inf
+        self.epochs_run = 0  # epochs trained by this process (0: everything came from last.pt)
         self.model: nn.Module = self.module
         self.ema: Optional[dict[str, Tensor]] = None
         if self.ema_decay is not None:
@@ -315,6 +316,7 @@ class Engine:
         is_best = score > self.best
         self.best = max(self.best, score)
         self.epoch, self.batch = self.epoch + 1, 0
+        self.epochs_run += 1
         if distributed.is_main():
             if is_best:
                 with self._averaged():  # the weights that were scored are the ones saved

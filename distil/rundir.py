@@ -84,8 +84,17 @@ class RunDir:
             return f"{program()} teacher --config configs/{self.cfg.teacher_from}.yaml"
         return self.command("teacher")
 
-    def finish(self, out: Path, section: Optional[str], result: dict[str, Any]) -> dict[str, Any]:
-        """Record a finished stage: ``summary.json`` section (if any) and ``<out>/done.json`` (rank 0 only)."""
+    def finish(self, out: Path, section: Optional[str], result: dict[str, Any], trained: bool = True) -> dict[str, Any]:
+        """Record a finished stage: ``summary.json`` section (if any) and ``<out>/done.json`` (rank 0 only).
+        ``trained=False`` (a finished stage run again: nothing was trained) keeps the wall time of the run that
+        did the work, so the record still says what the stage cost."""
+        if not trained:
+            try:
+                before = json.loads((out / "done.json").read_text())
+            except (OSError, ValueError):
+                before = {}
+            if "wall_s" in before:
+                result = {**result, "wall_s": before["wall_s"], "reused": True}
         if distributed.is_main():
             if section:
                 self.update_summary(section, result)

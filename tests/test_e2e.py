@@ -30,6 +30,13 @@ def test_teacher_cache_student_submit(tmp_path, hw13, capsys):
     # the cache is reused, not rebuilt, when nothing changed
     assert main(["cache", "--config", str(cfg)]) == 0
     assert '"reused": true' in capsys.readouterr().out
+    # a finished teacher or student run again trains nothing and keeps the record of what the work cost
+    for stage in ("teacher", "student"):
+        before = json.loads((tmp_path / "runs" / "tiny" / stage / "done.json").read_text())
+        assert main([stage, "--config", str(cfg)]) == 0
+        after = json.loads((tmp_path / "runs" / "tiny" / stage / "done.json").read_text())
+        assert after["wall_s"] == before["wall_s"] and after["reused"] is True
+        assert after["val_acc"] == before["val_acc"]
 
 
 def test_feature_losses_and_online_teacher_run(tmp_path, hw13, capsys):

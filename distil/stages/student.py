@@ -100,4 +100,4 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
               "epochs": len(history), "precision": precision.name,
               "train_s": round(sum(h["epoch_s"] for h in history), 1), "wall_s": round(time.time() - t0, 1),
               "artifact": rd.relative(out / "student.safetensors")}
-    return rd.finish(out, "student" if sc.dir == "student" else f"student:{sc.dir}", result)
+    return rd.finish(out, "student" if sc.dir == "student" else f"student:{sc.dir}", result, trained=engine.epochs_run > 0)

@@ -74,7 +74,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
               "epochs": len(history), "precision": precision.name,
               "train_s": round(sum(h["epoch_s"] for h in history), 1), "wall_s": round(time.time() - t0, 1),
               "artifact": rd.relative(out / "teacher.safetensors")}
-    return rd.finish(out, "teacher", result)
+    return rd.finish(out, "teacher", result, trained=engine.epochs_run > 0)
 
 
 def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any, meta: dict[str, Any],
