@@ -114,9 +114,8 @@ def levers(args: argparse.Namespace) -> None:
     student folder of the same run, on the same cache. Writes benchmarks/results/levers.{json,md}."""
     data = [f"data.root={args.data}"]
     cfg = load_config(ROOT / BEST, data)
-    times = {}
-    for stage in ("teacher", "cache", "student", "submit"):
-        times[stage] = run_stage(stage, str(ROOT / BEST), data)
+    for stage in ("teacher", "cache", "student", "submit"):  # their records are read back from summary.json
+        run_stage(stage, str(ROOT / BEST), data)
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
     teacher, cache, student, submit = (summary[k] for k in ("teacher", "cache", "student", "submit"))
     old = json.loads((RESULTS / "recipe.json").read_text())["rows"]
