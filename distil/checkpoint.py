@@ -7,15 +7,19 @@ safetensors files (``distil.models.artifacts``).
 """
 from __future__ import annotations
 
+import logging
 import pickle
 import random
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from .atomic import save_torch
+
+
+log = logging.getLogger(__name__)
 
 
 class ResumeError(RuntimeError):
@@ -72,18 +76,26 @@ class CheckpointSaver:
         save_torch(self.last, state)
 
     def resumable(self, config_hash: str, inputs: Optional[dict[str, str]] = None,
-                  rerun_cmd: str = "the same command with resume: never") -> Optional[dict[str, Any]]:
+                  rerun_cmd: str = "the same command with resume: never",
+                  config_changes: Optional[Callable[[dict[str, Any]], list[str]]] = None) -> Optional[dict[str, Any]]:
         """The ``last.pt`` state if there is one. Refuse one written by a different config, or from other
         inputs (the data or the upstream teacher changed since): resuming it would silently reuse
-        what was trained on the old ones."""
+        what was trained on the old ones. ``config_changes(old_config)`` lists what differs between the config
+        the checkpoint carries and this one: it names the changes, and when the hashes differ but it finds none
+        (a schema upgrade added keys at their defaults, or a key left the identity) the checkpoint is kept."""
         if not self.last.is_file():
             return None
         state = load_checkpoint(self.last)
         if state.get("config_hash") != config_hash:
-            raise ResumeError(
-                f"{self.last} was written by a different config (hash {str(state.get('config_hash'))[:12]}, "
-                f"now {config_hash[:12]}). Put the config back to continue it, or start this stage over with: {rerun_cmd}"
-            )
+            old_config = state.get("config")
+            changes = config_changes(old_config) if config_changes and isinstance(old_config, dict) else None
+            if changes is None or changes:
+                what = (f": {'; '.join(changes[:8])}{f' (and {len(changes) - 8} more)' if len(changes) > 8 else ''}"
+                        if changes else f" (hash {str(state.get('config_hash'))[:12]}, now {config_hash[:12]})")
+                raise ResumeError(f"{self.last} was written by a different config{what}. Put the config back to "
+                                  f"continue it, or start this stage over with: {rerun_cmd}")
+            log.info("%s was written by an earlier version of the config schema; every key that decides what is "
+                     "computed is the same: resumed", self.last)
         old = state.get("inputs") or {}
         changed = sorted(k for k in set(old) | set(inputs or {}) if old.get(k) != (inputs or {}).get(k))
         if changed:

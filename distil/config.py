@@ -291,21 +291,54 @@ class Config(_Strict):
         return self.model_dump(mode="json")
 
     # keys that say where things are or how to run, not what is computed: left out of a stage's identity
-    # (the data's identity is its content key, recorded beside the config hash)
-    NOT_IDENTITY: ClassVar[dict[str, tuple[str, ...]]] = {"data": ("root", "workers"), "teacher": ("resume",),
-                                                        "student": ("resume",)}
+    # (the data's identity is its content key, recorded beside the config hash; channels_last and compile change
+    # the memory layout and the kernels, not the model: their results agree to float32 rounding)
+    NOT_IDENTITY: ClassVar[dict[str, tuple[str, ...]]] = {
+        "data": ("root", "workers"), "teacher": ("resume", "channels_last", "compile"),
+        "student": ("resume", "channels_last", "compile")}
+
+    @classmethod
+    def identity_of(cls, d: dict[str, Any], *sections: str) -> dict[str, Any]:
+        """The part of a config dict (``to_dict()``, or one a checkpoint carries) that says what a stage computes:
+        the given sections (all when none), without the NOT_IDENTITY keys."""
+        d = {k: d[k] for k in sections if k in d} if sections else dict(d)
+        for sec, keys in cls.NOT_IDENTITY.items():
+            if isinstance(d.get(sec), dict):
+                d[sec] = {k: v for k, v in d[sec].items() if k not in keys}
+        return d
 
     def digest(self, *sections: str) -> str:
         """sha256 of the given sections (all when none), without paths and run options: keys resume validity."""
-        d = self.to_dict()
-        d = {k: d[k] for k in sections} if sections else d
-        for sec, keys in self.NOT_IDENTITY.items():
-            if isinstance(d.get(sec), dict):
-                d[sec] = {k: v for k, v in d[sec].items() if k not in keys}
-        return sha256_json(d)
+        return sha256_json(self.identity_of(self.to_dict(), *sections))
+
+    def changes_since(self, old: dict[str, Any], *sections: str) -> list[str]:
+        """What differs in the identity of ``sections`` between ``old`` (the config dict a checkpoint carries) and
+        this config, one ``"key: old -> new"`` each; empty when the stage computes the same thing. ``old`` is read
+        through this schema first, so a key it lacks (added to the schema after it was written) takes its default,
+        the value that keeps what ran before."""
+        try:
+            old = type(self).model_validate(old).to_dict()
+        except (ValueError, TypeError):
+            pass  # written under another schema (a key since removed or retyped): compared as it is
+        before = _flat(self.identity_of(old, *sections))
+        now = _flat(self.identity_of(self.to_dict(), *sections))
+        return [f"{key}: {before.get(key, '(not set)')!r} -> {now.get(key, '(not set)')!r}"
+                for key in sorted(set(before) | set(now)) if before.get(key, _ABSENT) != now.get(key, _ABSENT)]
 
     def save(self, path: Path) -> None:
         write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+_ABSENT: Any = object()
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": [x, y]}}`` -> ``{"a.b.0": x, "a.b.1": y}``; empty dicts and lists stay leaves."""
+    if isinstance(d, dict) and d:
+        return {k: v for key, val in d.items() for k, v in _flat(val, f"{prefix}{key}.").items()}
+    if isinstance(d, list) and d:
+        return {k: v for i, val in enumerate(d) for k, v in _flat(val, f"{prefix}{i}.").items()}
+    return {prefix[:-1]: d}
 
 
 # reading files and overrides lives in config_file.py; imported here so ``from distil.config import load_config``

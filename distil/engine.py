@@ -104,6 +104,8 @@ class Engine:
     best_ok: Callable[[], bool] = lambda: True  # is the deployable model there and readable?
     inputs: dict[str, str] = field(default_factory=dict)  # content keys of what the stage reads (data, teacher)
     rerun_cmd: str = "rerun with resume: never"  # starts this stage over (for refusals)
+    # what differs between the config a checkpoint carries and this one ("key: old -> new"); see resumable()
+    config_changes: Optional[Callable[[dict[str, Any]], list[str]]] = None
     precision: Precision = field(default_factory=lambda: Precision(device().type, None))
     metric: str = "val_acc"
     resume: bool = True
@@ -213,7 +215,7 @@ class Engine:
         if distributed.is_main():
             remove_stale_temps(self.out_dir)  # a killed checkpoint write leaves .last.pt.*.tmp
         if self.resume:
-            s = self.saver.resumable(self.config_hash, self.inputs, self.rerun_cmd)
+            s = self.saver.resumable(self.config_hash, self.inputs, self.rerun_cmd, self.config_changes)
             if s is not None:
                 self._restore(s)
                 log.info("resumed from %s at epoch %d batch %d", self.saver.last, self.epoch, self.batch)

@@ -82,6 +82,35 @@ def test_resolved_config_round_trips(tmp_path):
     assert again.student.epochs == 7 and again.digest("student") == cfg.digest("student")
 
 
+SECTIONS = ("data", "teacher", "cache", "student", "seed")
+
+
+def test_changes_since_names_what_a_stage_would_compute_differently(tmp_path):
+    """A checkpoint's config against today's: real changes are named (list items too); run options and keys the
+    schema gained since (absent from the old record, held at their defaults) are not changes."""
+    cfg = load_config(write(tmp_path, "data: {root: x}\n"))
+    old = cfg.to_dict()
+    assert cfg.changes_since(old, *SECTIONS) == []
+    changed = load_config(write(tmp_path, "data: {root: x}\n"), ["teacher.lr=0.002", "student.losses.1.kwargs.temperature=2.0"])
+    assert changed.changes_since(old, *SECTIONS) == ["student.losses.1.kwargs.temperature: 4.0 -> 2.0",
+                                                     "teacher.lr: 0.001 -> 0.002"]
+    assert changed.changes_since(old, "data", "teacher", "seed") == ["teacher.lr: 0.001 -> 0.002"]  # a teacher's own
+    # written before the schema had cache.mix and teacher.ema: they take their defaults, so nothing changed
+    upgraded = {**old, "cache": {k: v for k, v in old["cache"].items() if k != "mix"},
+                "teacher": {k: v for k, v in old["teacher"].items() if k != "ema"}}
+    assert cfg.changes_since(upgraded, *SECTIONS) == []
+    # ... unless today's config sets them to something else
+    mixed = load_config(write(tmp_path, "data: {root: x}\n"), ["cache.mix=cutmix"])
+    assert mixed.changes_since(upgraded, *SECTIONS) == ["cache.mix: 'none' -> 'cutmix'"]
+    # layout, kernels, paths and worker counts are not what a stage computes: same identity, same digest
+    run_opts = load_config(write(tmp_path, "data: {root: elsewhere}\n"), ["teacher.channels_last=false", "student.compile=true",
+                                                                        "data.workers=2"])
+    assert run_opts.changes_since(old, *SECTIONS) == [] and run_opts.digest(*SECTIONS) == cfg.digest(*SECTIONS)
+    # a record from another schema (a key since removed) is compared as it is, and the unknown key is named
+    odd = {**old, "student": {**old["student"], "retired_key": 1}}
+    assert cfg.changes_since(odd, *SECTIONS) == ["student.retired_key: 1 -> '(not set)'"]
+
+
 def test_shipped_configs_are_valid():
     root = Path(__file__).resolve().parent.parent / "configs"
     names = sorted(p.name for p in root.glob("*.yaml"))

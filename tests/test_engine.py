@@ -83,6 +83,23 @@ def test_resume_with_other_config_is_refused(tmp_path):
         other.fit()
 
 
+def test_a_refusal_names_the_changed_keys_and_an_upgrade_alone_is_resumed(tmp_path):
+    """The engine asks config_changes(old config) when the hashes differ: it names the changes in the refusal,
+    and a checkpoint whose config differs only by what the schema calls no change (none listed) is kept."""
+    eng, _ = make_engine(tmp_path, epochs=1)
+    eng.fit()
+    seen = []
+    other, _ = make_engine(tmp_path, epochs=1, config_hash="h2")
+    other.config_changes = lambda old: seen.append(old) or ["teacher.lr: 0.001 -> 0.002"]
+    with pytest.raises(ResumeError, match=r"different config: teacher.lr: 0.001 -> 0.002\. .*start this stage over"):
+        other.fit()
+    assert seen == [{"x": 1}]  # the config the checkpoint carries
+    same, _ = make_engine(tmp_path, epochs=1, config_hash="h2")
+    same.config_changes = lambda old: []
+    same.fit()
+    assert same.epochs_run == 0 and len(same.history) == 1  # finished run reused, not trained again
+
+
 def test_a_refused_run_leaves_the_finished_runs_config_as_it_was(tmp_path):
     """config.yaml is the record of what last.pt was trained with: written once the checkpoint is accepted."""
     eng, _ = make_engine(tmp_path, epochs=1)

@@ -88,7 +88,9 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     precision = resolve(sc.amp, dev)
     engine = Engine(module=distiller, loader=train_dl, val_loader=val_dl, optimizer=opt, scheduler=sched,
                     epochs=sc.epochs, out_dir=out, config=cfg.to_dict(),
-                    config_hash=cfg.digest("data", "teacher", "cache", "student", "seed"), on_best=on_best,
+                    config_hash=cfg.digest("data", "teacher", "cache", "student", "seed"),
+                    config_changes=lambda old: cfg.changes_since(old, "data", "teacher", "cache", "student", "seed"),
+                    on_best=on_best,
                     best_ok=lambda: artifact_ok(out, "student"), inputs=inputs,
                     rerun_cmd=rd.command("student", force=True),
                     precision=precision, resume=sc.resume == "auto" and not rd.force,

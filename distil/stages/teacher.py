@@ -63,6 +63,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
 
     engine = Engine(module=task, loader=train_dl, val_loader=val_dl, optimizer=opt, scheduler=sched, epochs=tc.epochs,
                     out_dir=out, config=cfg.to_dict(), config_hash=cfg.digest("data", "teacher", "seed"),
+                    config_changes=lambda old: cfg.changes_since(old, "data", "teacher", "seed"),
                     on_best=on_best, best_ok=lambda: artifact_ok(out, "teacher"),
                     inputs={"train images": train.key, "validation images": val.key},
                     rerun_cmd=rd.command("teacher", force=True),
