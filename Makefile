@@ -21,8 +21,9 @@ STAMP  := $(VENV)/.installed
 RUN    := runs/$(NAME)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-UPLOAD := $(if $(filter 1 yes true,$(KAGGLE)),--upload,)
-COMP   := $(if $(COMPETITION),submit.competition=$(COMPETITION),)
+# KAGGLE=1: every stage gets submit.upload=true, so missing credentials or a bad competition name stop the
+# first stage, before any training (the submit section is not part of what a stage computes)
+UPLOAD := $(if $(filter 1 yes true,$(KAGGLE)),submit.upload=true,) $(if $(COMPETITION),submit.competition=$(COMPETITION),)
 # --force only for the stage named on the command line, not for the stages it depends on
 FORCED  = $(if $(and $(filter 1 yes true,$(FORCE)),$(filter $@,$(MAKECMDGOALS))),--force,)
 STAGES := teacher cache student submit export report params
@@ -58,13 +59,13 @@ DATA_DEP := $(if $(filter demo,$(NAME)),data/demo-fmnist/sample_submission.csv,)
 # Every stage target calls distil, which decides: a stage finished with the same config and the same
 # inputs (images, teacher) is reused; one whose inputs changed is refused with the command that re-runs it.
 teacher: | $(STAMP) $(DATA_DEP)
-	$(DISTIL) teacher --config $(CONFIG) $(FORCED) $(ARGS)
+	$(DISTIL) teacher --config $(CONFIG) $(FORCED) $(ARGS) $(UPLOAD)
 cache: teacher
-	$(DISTIL) cache --config $(CONFIG) $(FORCED) $(ARGS)
+	$(DISTIL) cache --config $(CONFIG) $(FORCED) $(ARGS) $(UPLOAD)
 student: cache
-	$(DISTIL) student --config $(CONFIG) $(FORCED) $(ARGS)
+	$(DISTIL) student --config $(CONFIG) $(FORCED) $(ARGS) $(UPLOAD)
 submit: student
-	$(DISTIL) submit --config $(CONFIG) $(UPLOAD) $(COMP) $(ARGS)
+	$(DISTIL) submit --config $(CONFIG) $(ARGS) $(UPLOAD)
 report params export: | $(STAMP)
 	$(DISTIL) $@ --config $(CONFIG) $(ARGS)
 

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .config import REPO_ROOT, ConfigError, load_config
 
@@ -98,6 +98,10 @@ def run_stage(stage: str, config: str, overrides: Sequence[str] = (), force: boo
     if stage == "all":
         return {name: run_stage(name, config, overrides, force) for name in pipeline_order()}
     cfg = load_config(config, list(overrides))
+    if cfg.submit.upload:  # a run meant for Kaggle: no credentials is found out before hours of training, not after
+        from .submission import check_upload
+
+        check_upload(cfg.submit.competition)
     distributed.init()
     setup_torch(cfg.seed)
     with RunDir(cfg, config, overrides, force=force) as rd:
@@ -153,34 +157,46 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_data(args: argparse.Namespace) -> int:
+    from .data.demo import build_demo
+
+    try:
+        out = build_demo(REPO_ROOT / args.out if not args.out.startswith("/") else args.out)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"demo data ready at {out}")
+    return 0
+
+
+def _idx_data(args: argparse.Namespace) -> int:
+    from .data.demo import build_idx_folders
+
+    try:
+        out = build_idx_folders(REPO_ROOT / args.source, REPO_ROOT / args.out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"class folders ready at {out}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    print(compare(args.runs))
+    return 0
+
+
+# the commands that are not pipeline stages (those come from the stage registry), by name
+TOOLS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo-data": _demo_data, "idx-data": _idx_data, "compare": _compare, "sweep": _sweep}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(getattr(args, "verbose", False))
-    if args.stage == "demo-data":
-        from .data.demo import build_demo
-
-        try:
-            out = build_demo(REPO_ROOT / args.out if not args.out.startswith("/") else args.out)
-        except FileNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"demo data ready at {out}")
-        return 0
-    if args.stage == "idx-data":
-        from .data.demo import build_idx_folders
-
-        try:
-            out = build_idx_folders(REPO_ROOT / args.source, REPO_ROOT / args.out)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"class folders ready at {out}")
-        return 0
-    if args.stage == "compare":
-        print(compare(args.runs))
-        return 0
-    if args.stage == "sweep":
-        return _sweep(args)
+    tool = TOOLS.get(args.stage)
+    if tool is not None:
+        return tool(args)
     from .engine import Interrupted
 
     overrides = list(args.overrides) + (["submit.upload=true"] if getattr(args, "upload", False) else [])

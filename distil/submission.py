@@ -126,12 +126,18 @@ def find_credentials() -> Optional[str]:
     return None
 
 
-def upload(path: Path, competition: str, message: str) -> str:
-    """Submit ``path`` with the kaggle API (imported lazily: it authenticates at import)."""
+def check_upload(competition: str) -> None:
+    """Refuse an upload that cannot happen (bad competition slug, no credentials) before any work is done."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", competition):
-        raise SubmissionError(f"competition slug {competition!r} is not valid (e.g. ml2023spring-hw13)")
+        raise SubmissionError(f"competition slug {competition!r} is not valid (e.g. ml2023spring-hw13): "
+                              "set submit.competition (make ... COMPETITION=<slug>)")
     if find_credentials() is None:
         raise SubmissionError(CRED_HELP)
+
+
+def upload(path: Path, competition: str, message: str) -> str:
+    """Submit ``path`` with the kaggle API (imported lazily: it authenticates at import)."""
+    check_upload(competition)
     try:
         import kaggle  # noqa: F401  (authenticates on import)
         from kaggle import api

@@ -32,8 +32,11 @@ def test_imagefolder_layout(tmp_path):
 def test_missing_training_folder_names_root(tmp_path):
     with pytest.raises(LayoutError, match=str(tmp_path) + r".*no training/"):
         discover(tmp_path)
-    with pytest.raises(LayoutError, match="does not exist"):
+    with pytest.raises(LayoutError, match="does not exist; set data.root"):
         discover(tmp_path / "nope")
+    # a shipped config's folder: the message says how that data is made
+    with pytest.raises(LayoutError, match=r"food11 does not exist; download it with `make food11-data`"):
+        discover(tmp_path / "data" / "food11")
 
 
 def test_unparseable_name_is_named(hw13):

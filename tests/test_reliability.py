@@ -233,3 +233,29 @@ def test_upload_without_credentials_stops_before_predicting(tmp_path, hw13, monk
     assert run(cfg, "submit", "--upload") == 2
     assert "Kaggle credentials not found" in capsys.readouterr().err
     assert (csv.read_bytes(), csv.stat().st_mtime_ns) == before
+
+
+def test_a_run_meant_for_kaggle_stops_before_training_when_it_could_not_upload(tmp_path, hw13, monkeypatch, capsys):
+    """``submit.upload=true`` (what ``make submit KAGGLE=1`` gives every stage): a bad competition slug or missing
+    credentials stop the first stage before it trains anything, not the last one after hours."""
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle"))
+    for var in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = tiny_config(tmp_path, hw13)
+    capsys.readouterr()
+    assert run(cfg, "teacher", "submit.upload=true") == 2
+    assert "Kaggle credentials not found" in capsys.readouterr().err
+    assert run(cfg, "teacher", "submit.upload=true", "submit.competition=Not A Slug") == 2
+    assert "submit.competition" in capsys.readouterr().err  # the schema knows a slug's shape
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_make_kaggle_hands_the_upload_request_to_every_stage():
+    """``make -n`` (prints, runs nothing): with KAGGLE=1 each stage's command carries the request, so the check
+    above runs at the teacher."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(["make", "-n", "submit", "KAGGLE=1", "COMPETITION=ml2023spring-hw13",
+                          "CONFIG=configs/food10-mini.yaml"], cwd=root, capture_output=True, text=True, check=True).stdout
+    lines = [line for line in out.splitlines() if "/distil " in line and "--config" in line]
+    assert [line.split("/distil ")[1].split()[0] for line in lines] == ["teacher", "cache", "student", "submit"]
+    assert all(line.endswith("submit.upload=true submit.competition=ml2023spring-hw13") for line in lines), lines

@@ -296,13 +296,20 @@ def detect_layout(root: Path) -> str:
     return "imagefolder" if dirs else "hw13"
 
 
+# how the data folders of the shipped configs are made, by folder name (a missing one's message says it)
+DATA_RECIPES = {"demo-fmnist": "build it with `make demo-data`", "mnist": "build it with `make mnist-data`",
+                "food11": "download it with `make food11-data` (needs Kaggle credentials)"}
+
+
 def discover(root: str | Path, layout: str = "auto", limit_per_split: Optional[int] = None,
              skip_bad: bool = False) -> DataLayout:
     """Inspect ``root`` and return its splits; raise ``LayoutError`` naming the folder on any mismatch.
     ``skip_bad``: entries that are not readable image files are logged and skipped instead."""
     root = Path(root)
     if not root.is_dir():
-        raise LayoutError(f"data folder {root} does not exist; set data.root in the config (or build the demo set with `make demo-data`)")
+        how = DATA_RECIPES.get(root.name)
+        raise LayoutError(f"data folder {root} does not exist; {how + ', or ' if how else ''}set data.root in the "
+                          "config (with make: ARGS=data.root=/path/to/data)")
     token = _SKIP_BAD.set(skip_bad)
     try:
         out = LAYOUTS.get(detect_layout(root) if layout == "auto" else layout)(root)
