@@ -285,7 +285,11 @@ class Config(_Strict):
 
     @property
     def submission_path(self) -> Path:
-        return self.path(self.submissions_dir) / f"{self.name}.csv"
+        """``submissions/<name>.csv`` for the run's student; another student folder of the run (a sweep trial, a
+        recipe row: ``student.dir``) gets its own file, ``<name>-<dir with / as ->.csv``, never the run's."""
+        d = self.student.dir
+        return self.path(self.submissions_dir) / (f"{self.name}.csv" if d == "student" else
+                                                  f"{self.name}-{d.replace('/', '-')}.csv")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -111,6 +111,16 @@ def test_changes_since_names_what_a_stage_would_compute_differently(tmp_path):
     assert cfg.changes_since(odd, *SECTIONS) == ["student.retired_key: 1 -> '(not set)'"]
 
 
+def test_each_student_folder_submits_to_its_own_file(tmp_path):
+    """A sweep's best trial or a recipe row is another student of the same run: its CSV must not overwrite the
+    run's own submission."""
+    cfg = load_config(write(tmp_path, "data: {root: x}\n"))
+    trial = load_config(write(tmp_path, "data: {root: x}\n"), ["student.dir=sweeps/c/trial-0003"])
+    assert cfg.submission_path.name == "c.csv"
+    assert trial.submission_path.name == "c-sweeps-c-trial-0003.csv"
+    assert trial.submission_path.parent == cfg.submission_path.parent
+
+
 def test_shipped_configs_are_valid():
     root = Path(__file__).resolve().parent.parent / "configs"
     names = sorted(p.name for p in root.glob("*.yaml"))
