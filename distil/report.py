@@ -137,7 +137,8 @@ def sweep_sections(run_dir: Path) -> tuple[str, dict[str, bytes]]:
             study = optuna.load_study(study_name=name, storage=storage)
             trials = study.get_trials(deepcopy=False)
             rows = [{"trial": t.number, "state": t.state.name.lower(),
-                     "val_acc": t.user_attrs.get("val_acc"), "params": t.user_attrs.get("params"),
+                     "val_acc": round(t.user_attrs["val_acc"], 4) if t.user_attrs.get("val_acc") is not None else None,
+                     "params": t.user_attrs.get("params"),
                      "MMACs": round(t.user_attrs["macs"] / 1e6, 2) if t.user_attrs.get("macs") else None,
                      **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in t.params.items()},
                      "note": (t.user_attrs.get("pruned_reason") or t.user_attrs.get("failed_reason") or "")[:160]}
@@ -168,7 +169,9 @@ def sweep_sections(run_dir: Path) -> tuple[str, dict[str, bytes]]:
                         f"{html.escape(k)} {v:.2f}" for k, v in imp.items()) + "</p>"
                 except (RuntimeError, ValueError) as exc:
                     importance = f"<p>Parameter importance: not available ({html.escape(str(exc))})</p>"
-            table = pd.DataFrame(rows).to_html(index=False, classes="sweep", border=0, na_rep="")
+            df = pd.DataFrame(rows)
+            df.columns = [c.replace(".", ".\u200b") for c in df.columns]  # long key headers may wrap at their dots
+            table = df.to_html(index=False, classes="sweep", border=0, na_rep="")
             parts.append(f"<h3>Study <code>{html.escape(name)}</code> ({len(trials)} trials)</h3>{img}{importance}{table}")
     return ("<h2>Sweeps</h2>" + "".join(parts)) if parts else "", pngs
 
@@ -234,7 +237,7 @@ def build_report(run_dir: Path, *, class_names: list[str], val_labels: np.ndarra
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
 td,th{{padding:2px 10px;border-bottom:1px solid #ddd;text-align:left}} .bar{{background:#eee;width:400px;height:14px}}
 .bar div{{background:{'#2a7' if params <= budget else '#c33'};height:14px}} pre{{background:#f6f6f6;padding:1em;overflow:auto;max-height:400px}}
-img{{max-width:100%}}</style></head><body>
+img{{max-width:100%}} table.sweep th{{max-width:9em}} table.sweep td,table.sweep th{{padding:2px 6px}} table.sweep td:last-child{{min-width:16.5em}}</style></head><body>
 <h1>Run <code>{html.escape(run_dir.name)}</code></h1>
 <table id="summary"><tr><th></th><th>model</th><th>params</th><th>val acc</th><th>train s</th></tr>
 <tr><td>teacher</td><td>{html.escape(str(t.get('name', '-')))}</td><td>{t.get('params', '-'):,}</td><td>{t.get('val_acc', float('nan')):.4f}</td><td>{t.get('train_s', '-')}</td></tr>
