@@ -98,7 +98,8 @@ def run_stage(stage: str, config: str, overrides: Sequence[str] = (), force: boo
     if stage == "all":
         return {name: run_stage(name, config, overrides, force) for name in pipeline_order()}
     cfg = load_config(config, list(overrides))
-    if cfg.submit.upload:  # a run meant for Kaggle: no credentials is found out before hours of training, not after
+    if cfg.submit.upload:  # a run meant for Kaggle, any stage: no credentials is found before any work (training,
+        # or the submit stage predicting and rewriting the CSV), not after it
         from .submission import check_upload
 
         check_upload(cfg.submit.competition)

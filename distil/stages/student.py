@@ -26,6 +26,10 @@ from ..teachers import CachedTeacher, OnlineTeacher
 STUDENT_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
+# the config sections that decide what this stage computes (its checkpoint's identity)
+IDENTITY = ("data", "teacher", "cache", "student", "seed")
+
+
 @STAGES.register("student", order=3, pipeline=True, help="distil the teacher into a student under the parameter budget")
 def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     t0 = time.time()
@@ -88,8 +92,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     precision = resolve(sc.amp, dev)
     engine = Engine(module=distiller, loader=train_dl, val_loader=val_dl, optimizer=opt, scheduler=sched,
                     epochs=sc.epochs, out_dir=out, config=cfg.to_dict(),
-                    config_hash=cfg.digest("data", "teacher", "cache", "student", "seed"),
-                    config_changes=lambda old: cfg.changes_since(old, "data", "teacher", "cache", "student", "seed"),
+                    config_hash=cfg.digest(*IDENTITY),
+                    config_changes=lambda old: cfg.changes_since(old, *IDENTITY),
                     on_best=on_best,
                     best_ok=lambda: artifact_ok(out, "student"), inputs=inputs,
                     rerun_cmd=rd.command("student", force=True),

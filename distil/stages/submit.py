@@ -13,14 +13,12 @@ from ..models import load_student
 from ..precision import resolve
 from ..predict import accuracy, predict_pixels
 from ..rundir import RunDir
-from ..submission import SubmissionError, check_file, check_upload, upload, write_submission
+from ..submission import SubmissionError, check_file, upload, write_submission
 
 
 @STAGES.register("submit", order=4, pipeline=True, help="predict the evaluation images, write and validate the CSV")
 def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
-    t0 = time.time()
-    if cfg.submit.upload:  # before any work: nothing is predicted or rewritten
-        check_upload(cfg.submit.competition)
+    t0 = time.time()  # submit.upload's credentials were checked by run_stage, before any stage's work
     layout = open_data(cfg)
     if layout.test is None:
         raise SubmissionError(f"{layout.root}: no evaluation/ (or test/) folder of unlabelled images to predict")

@@ -23,6 +23,10 @@ from ..rundir import RunDir
 from ..tasks import Classification
 
 
+# the config sections that decide what this stage computes (its checkpoint's identity)
+IDENTITY = ("data", "teacher", "seed")
+
+
 @STAGES.register("teacher", order=1, pipeline=True, help="fine-tune the timm teacher on the task's images")
 def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     t0 = time.time()
@@ -62,8 +66,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         save_artifact(out, "teacher", model, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
 
     engine = Engine(module=task, loader=train_dl, val_loader=val_dl, optimizer=opt, scheduler=sched, epochs=tc.epochs,
-                    out_dir=out, config=cfg.to_dict(), config_hash=cfg.digest("data", "teacher", "seed"),
-                    config_changes=lambda old: cfg.changes_since(old, "data", "teacher", "seed"),
+                    out_dir=out, config=cfg.to_dict(), config_hash=cfg.digest(*IDENTITY),
+                    config_changes=lambda old: cfg.changes_since(old, *IDENTITY),
                     on_best=on_best, best_ok=lambda: artifact_ok(out, "teacher"),
                     inputs={"train images": train.key, "validation images": val.key},
                     rerun_cmd=rd.command("teacher", force=True),
