@@ -36,7 +36,14 @@ all: submit
 
 setup: $(STAMP)
 
+# the venv holds torch's CUDA build (~6.5 GiB): check the disk first, not half-way through pip
+NEED_GIB := 8
 $(STAMP): pyproject.toml
+	@free=$$(df -Pk . | awk 'NR == 2 { print int($$4 / 1048576) }'); \
+	if [ ! -x $(PY) ] && [ "$$free" -lt $(NEED_GIB) ]; then \
+	  echo "setup: $$free GiB free on the disk of $(CURDIR); .venv needs about $(NEED_GIB) GiB" \
+	       "(torch's CUDA build). Free some space (another clone's .venv, /tmp/pytest-of-$$(id -un)) and run make again." >&2; \
+	  df -h . >&2; exit 1; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

@@ -259,3 +259,15 @@ def test_make_kaggle_hands_the_upload_request_to_every_stage():
     lines = [line for line in out.splitlines() if "/distil " in line and "--config" in line]
     assert [line.split("/distil ")[1].split()[0] for line in lines] == ["teacher", "cache", "student", "submit"]
     assert all(line.endswith("submit.upload=true submit.competition=ml2023spring-hw13") for line in lines), lines
+
+
+def test_setup_on_a_full_disk_says_how_much_it_needs_before_pip(tmp_path):
+    """``make setup`` with less free disk than the venv takes stops at once, naming the folder and the fix
+    (CI once died half-way through pip with ``[Errno 28]``); nothing is created."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(os.path.join(root, name), tmp_path / name)
+    out = subprocess.run(["make", "setup", "NEED_GIB=1000000000"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert f"free on the disk of {tmp_path}" in out.stderr and "needs about 1000000000 GiB" in out.stderr, out.stderr
+    assert not (tmp_path / ".venv").exists()
