@@ -93,8 +93,8 @@ class RunDir:
                 before = json.loads((out / "done.json").read_text())
             except (OSError, ValueError):
                 before = {}
-            if "wall_s" in before:
-                result = {**result, "wall_s": before["wall_s"], "reused": True}
+            if "wall_s" in before:  # what the work recorded (images, views, ...), updated by today's result
+                result = {**before, **result, "wall_s": before["wall_s"], "reused": True}
         if distributed.is_main():
             if section:
                 self.update_summary(section, result)

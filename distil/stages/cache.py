@@ -41,7 +41,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     need = tcache.needed(cfg, build=True)
     out = rd.stage("cache")
     if not rd.force and tcache.is_valid(out, key, need):
-        return rd.finish(out, None, {"reused": True, "folder": rd.relative(out), "wall_s": round(time.time() - t0, 1)})
+        return rd.finish(out, None, {"reused": True, "folder": rd.relative(out), "wall_s": round(time.time() - t0, 1)},
+                         trained=False)
     if distributed.is_main():
         (out / "manifest.json").unlink(missing_ok=True)  # invalidate first: a crash below leaves no trusted cache
         remove_stale_temps(out)  # partial arrays of a run that was killed
