@@ -46,6 +46,9 @@ CHEAP = ["student.img_size=96", "student.epochs=60"]
 LEVERS: list[tuple[str, list[str]]] = [
     ("all levers, 96 px, 60 epochs", CHEAP),
     ("  - fresh views (random view each epoch)", CHEAP + ["student.view_sampling=random"]),
+    # the ladder's best design at its 96 px rung, for the full 120 epochs: ghost's step costs ~2.5x dwsep's at the
+    # same pixels (benchmarks/student_speed.py), so 96 px costs it about what 128 px costs dwsep
+    ("ghost student, 96 px, 120 epochs", ["student.model=ghost", "student.img_size=96", "student.channels_last=false"]),
 ]
 
 
