@@ -37,7 +37,7 @@ all: submit
 setup: $(STAMP)
 
 # the venv holds torch's CUDA build (~6.5 GiB): check the disk first, not half-way through pip
-NEED_GIB := 8
+NEED_GIB := 7
 $(STAMP): pyproject.toml
 	@free=$$(df -Pk . | awk 'NR == 2 { print int($$4 / 1048576) }'); \
 	if [ ! -x $(PY) ] && [ "$$free" -lt $(NEED_GIB) ]; then \
