@@ -249,14 +249,38 @@ class Sweep:
         return dead
 
     def work(self, n_trials: int) -> None:
-        """One worker: run trials until the study holds ``n_trials`` (of any state)."""
+        """One worker: run trials until the study holds ``n_trials`` (of any state).
+
+        Counting the trials and asking for a new one happen under one file lock beside the study, so workers on
+        this machine never start more than ``n_trials`` between them (Optuna's ``MaxTrialsCallback`` counts after
+        a trial ends: two workers finishing together each started one more). Workers on other machines sharing an
+        RDB storage can still overshoot by one trial each."""
         import optuna
+        from filelock import FileLock
+        from optuna.trial import TrialState
 
         study = self.study()
         self.fail_dead_trials(study)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(self.objective, callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=None)],
-                       catch=(ConfigError,))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        ask_lock = FileLock(str(self.folder / ".ask.lock"))
+        while True:
+            with ask_lock:
+                if len(study.get_trials(deepcopy=False)) >= n_trials:
+                    return
+                trial = study.ask()
+            try:
+                values = self.objective(trial)
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)
+            except ConfigError as exc:  # this trial's values give no valid config: the next trial may
+                log.warning("sweep %s: trial %d failed: %s", self.name, trial.number, exc)
+                study.tell(trial, state=TrialState.FAIL)
+            except BaseException:
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            else:
+                study.tell(trial, values)
 
     def run(self, n_trials: int, workers: int = 1) -> Any:
         """Train the teacher (when there is none) and build the cache once (reused when it matches), then

@@ -114,3 +114,14 @@ def test_workers_get_different_sampler_seeds(built, tmp_path, monkeypatch):
     b = sw.study().sampler._rng.rng.random()
     monkeypatch.setenv("DISTIL_SWEEP_WORKER", "0")
     assert a != b and sw.study().sampler._rng.rng.random() == a
+
+
+def test_racing_workers_start_exactly_the_trials_asked_for(built, tmp_path):
+    """Every trial over budget is pruned at once, so three workers ask for trials as fast as they can: the study
+    still ends with exactly --trials trials (Optuna's MaxTrialsCallback let each worker start one more)."""
+    space = space_file(tmp_path, params={"student.kwargs.width": {"type": "categorical", "choices": [3.0]},
+                                         "student.lr": {"type": "float", "low": 1e-3, "high": 2e-3}})
+    assert main(["sweep", "--config", str(built), "--space", str(space), "--trials", "9", "--workers", "3"]) == 0
+    trials = Sweep(str(built), str(space)).study().get_trials()
+    assert sorted(t.number for t in trials) == list(range(9))
+    assert all(t.state == TrialState.PRUNED and "over the budget" in t.user_attrs["pruned_reason"] for t in trials)
