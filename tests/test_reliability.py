@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from distil.cli import main
-from distil.config import ConfigError, load_config
+from distil.config import REPO_ROOT, ConfigError, load_config
 from tests.conftest import tiny_config
 
 
@@ -253,9 +253,8 @@ def test_a_run_meant_for_kaggle_stops_before_training_when_it_could_not_upload(t
 def test_make_kaggle_hands_the_upload_request_to_every_stage():
     """``make -n`` (prints, runs nothing): with KAGGLE=1 each stage's command carries the request, so the check
     above runs at the teacher."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(["make", "-n", "submit", "KAGGLE=1", "COMPETITION=ml2023spring-hw13",
-                          "CONFIG=configs/food10-mini.yaml"], cwd=root, capture_output=True, text=True, check=True).stdout
+                          "CONFIG=configs/food10-mini.yaml"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     lines = [line for line in out.splitlines() if "/distil " in line and "--config" in line]
     assert [line.split("/distil ")[1].split()[0] for line in lines] == ["teacher", "cache", "student", "submit"]
     assert all(line.endswith("submit.upload=true submit.competition=ml2023spring-hw13") for line in lines), lines
@@ -264,9 +263,8 @@ def test_make_kaggle_hands_the_upload_request_to_every_stage():
 def test_setup_on_a_full_disk_says_how_much_it_needs_before_pip(tmp_path):
     """``make setup`` with less free disk than the venv takes stops at once, naming the folder and the fix
     (CI once died half-way through pip with ``[Errno 28]``); nothing is created."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for name in ("Makefile", "pyproject.toml"):
-        shutil.copy(os.path.join(root, name), tmp_path / name)
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
     out = subprocess.run(["make", "setup", "NEED_GIB=1000000000"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode != 0
     assert f"free on the disk of {tmp_path}" in out.stderr and "needs about 1000000000 GiB" in out.stderr, out.stderr
