@@ -12,7 +12,7 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY pyproject.toml README.md Makefile ./
-COPY distil/ distil/
+COPY pipeline/ pipeline/
 RUN python -m venv .venv \
  && .venv/bin/pip install --no-cache-dir -e '.[test]' \
  && touch .venv/.installed

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-from distil.cli import setup_logging  # noqa: E402
+from pipeline.cli import setup_logging  # noqa: E402
 
 setup_logging()
 
@@ -37,7 +37,7 @@ def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 
 def save(name: str, payload: dict[str, Any], markdown: str) -> None:
-    from distil.atomic import write_json, write_text
+    from pipeline.atomic import write_json, write_text
 
     write_json(RESULTS / f"{name}.json", payload)
     write_text(RESULTS / f"{name}.md", markdown + "\n")

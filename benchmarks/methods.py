@@ -13,8 +13,8 @@ import time
 
 from common import ROOT, save, table
 
-from distil.cli import run_stage
-from distil.config import load_config
+from pipeline.cli import run_stage
+from pipeline.config import load_config
 
 KD = {"name": "kd", "weight": 0.7, "kwargs": {"temperature": 4.0}}
 CE = {"name": "ce", "weight": 1.0}

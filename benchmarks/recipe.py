@@ -21,8 +21,8 @@ from typing import Any
 
 from common import RESULTS, ROOT, save, table
 
-from distil.cli import run_stage
-from distil.config import load_config
+from pipeline.cli import run_stage
+from pipeline.config import load_config
 
 BASE = "configs/food10-mini.yaml"
 LADDER_CFG = "configs/food10-mini-ladder.yaml"  # the ladder's last rung (the previous best recipe)

@@ -20,9 +20,9 @@ from typing import Any
 
 from common import RESULTS, ROOT, save, table
 
-from distil.cli import run_stage
-from distil.config import load_config
-from distil.losses import teacher_fields
+from pipeline.cli import run_stage
+from pipeline.config import load_config
+from pipeline.losses import teacher_fields
 
 # (experiment, row, config, stage, published test accuracy %)
 ROWS: list[tuple[str, str, str, str, float]] = [

@@ -19,19 +19,19 @@ import torch
 from common import median_time, save, table
 from torch.utils.data import Dataset
 
-from distil.config import load_config
-from distil.data import open_data, pixels
-from distil.data.datasets import Normalize, ViewImages, loader
-from distil.data.images import load_square
-from distil.data.views import render_view
-from distil.engine import adamw
-from distil.export import export_onnx, ort_session, quantize_int8
-from distil.fields import forward_fields
-from distil.losses.criterion import Criterion
-from distil.models import STUDENTS, create_student, load_teacher
-from distil.stages.student import STUDENT_NORM
-from distil.teacher_cache import expected_key
-from distil.teachers import CachedTeacher
+from pipeline.config import load_config
+from pipeline.data import open_data, pixels
+from pipeline.data.datasets import Normalize, ViewImages, loader
+from pipeline.data.images import load_square
+from pipeline.data.views import render_view
+from pipeline.engine import adamw
+from pipeline.export import export_onnx, ort_session, quantize_int8
+from pipeline.fields import forward_fields
+from pipeline.losses.criterion import Criterion
+from pipeline.models import STUDENTS, create_student, load_teacher
+from pipeline.stages.student import STUDENT_NORM
+from pipeline.teacher_cache import expected_key
+from pipeline.teachers import CachedTeacher
 
 
 class JpegViews(Dataset):

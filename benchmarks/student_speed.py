@@ -19,8 +19,8 @@ import torch
 from common import save, table
 from torch.utils.flop_counter import FlopCounterMode
 
-from distil.models import STUDENTS, create_student
-from distil.models.budget import largest_width, param_count
+from pipeline.models import STUDENTS, create_student
+from pipeline.models.budget import largest_width, param_count
 
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else the architecture."""

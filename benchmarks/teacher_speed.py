@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from common import save, table
 
-from distil.config import load_config
-from distil.data import open_data, pixels
-from distil.data.datasets import Normalize, PlainImages
-from distil.export import export_onnx, ort_session
-from distil.models import load_teacher
-from distil.precision import cpu_has_native_bf16
+from pipeline.config import load_config
+from pipeline.data import open_data, pixels
+from pipeline.data.datasets import Normalize, PlainImages
+from pipeline.export import export_onnx, ort_session
+from pipeline.models import load_teacher
+from pipeline.precision import cpu_has_native_bf16
 
 
 def main() -> None:

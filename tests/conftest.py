@@ -69,7 +69,7 @@ def _deterministic() -> None:
 @pytest.fixture(scope="session")
 def _prebuilt(tmp_path_factory) -> Path:
     """Teacher and cache of the default tiny config, built once per session (copied by ``built``)."""
-    from distil.cli import main
+    from pipeline.cli import main
 
     root = tmp_path_factory.mktemp("prebuilt")
     data = make_hw13(root / "data")

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from distil import distributed
-from distil.data.datasets import Normalize, PlainImages, ViewImages, loader
-from distil.data.views import sample_views
-from distil.engine import Engine, cosine_schedule
+from pipeline import distributed
+from pipeline.data.datasets import Normalize, PlainImages, ViewImages, loader
+from pipeline.data.views import sample_views
+from pipeline.engine import Engine, cosine_schedule
 
 
 class Net(nn.Module):

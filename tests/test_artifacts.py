@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from distil.checkpoint import ResumeError, load_checkpoint
-from distil.cli import main
-from distil.models import ArtifactError, load_student
+from pipeline.checkpoint import ResumeError, load_checkpoint
+from pipeline.cli import main
+from pipeline.models import ArtifactError, load_student
 from tests.conftest import tiny_config
 
 
@@ -73,7 +73,7 @@ def test_bf16_autocast_runs_every_stage_on_the_cpu(tmp_path, hw13, capsys):
 
 
 def test_auto_precision_follows_the_hardware():
-    from distil.precision import cpu_has_native_bf16, resolve
+    from pipeline.precision import cpu_has_native_bf16, resolve
 
     p = resolve("auto", torch.device("cpu"))
     assert p.dtype == (torch.bfloat16 if cpu_has_native_bf16() else None) and not p.scaled

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from distil.atomic import atomic_path, write_json, write_with
+from pipeline.atomic import atomic_path, write_json, write_with
 
 
 def test_crash_mid_write_keeps_the_previous_file(tmp_path):
@@ -30,7 +30,7 @@ def test_success_replaces(tmp_path):
 def test_interrupted_checkpoint_save_keeps_old(tmp_path, monkeypatch):
     import torch
 
-    from distil.atomic import save_torch
+    from pipeline.atomic import save_torch
 
     p = tmp_path / "last.pt"
     save_torch(p, {"epoch": 1})
@@ -47,7 +47,7 @@ def test_interrupted_checkpoint_save_keeps_old(tmp_path, monkeypatch):
 
 
 def test_stale_temps_of_a_killed_writer_are_removed(tmp_path):
-    from distil.atomic import remove_stale_temps
+    from pipeline.atomic import remove_stale_temps
 
     (tmp_path / ".logits.npy.abc123.tmp").write_bytes(b"partial")
     (tmp_path / "logits.npy").write_bytes(b"keep")

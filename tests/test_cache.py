@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from distil.cli import main
-from distil.config import load_config
-from distil.data import open_data, pixels
-from distil.teacher_cache import StaleCacheError, expected_key, load_cache, needed
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.data import open_data, pixels
+from pipeline.teacher_cache import StaleCacheError, expected_key, load_cache, needed
 
 
 def _key(cfg_path, *overrides):
@@ -67,9 +67,9 @@ def test_missing_cache(tmp_path, built):
 
 
 def test_cached_logits_equal_an_online_forward(built):
-    from distil.data.datasets import Normalize
-    from distil.data.views import render_view
-    from distil.models import load_teacher
+    from pipeline.data.datasets import Normalize
+    from pipeline.data.views import render_view
+    from pipeline.models import load_teacher
 
     cfg, key, need = _key(built)
     c = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
@@ -138,8 +138,8 @@ def test_ensemble_cache_is_the_mean_of_its_teachers_and_is_keyed_on_all_of_them(
 
     import yaml
 
-    from distil import teacher_cache as tcache
-    from distil.config import ConfigError
+    from pipeline import teacher_cache as tcache
+    from pipeline.config import ConfigError
 
     runs = tmp_path / "runs"
     other = tmp_path / "other.yaml"  # a second teacher: another seed and image size, in its own run
@@ -159,10 +159,10 @@ def test_ensemble_cache_is_the_mean_of_its_teachers_and_is_keyed_on_all_of_them(
     got = np.load(runs / "ens" / "cache" / "logits.npy")
     a = np.load(runs / "tiny" / "cache" / "logits.npy")
     # the second teacher, run by hand on the ensemble's view 1 of every image at its own size (24 px)
-    from distil.data import distill_set
-    from distil.data.datasets import Normalize
-    from distil.data.views import render_view
-    from distil.models import load_teacher
+    from pipeline.data import distill_set
+    from pipeline.data.datasets import Normalize
+    from pipeline.data.views import render_view
+    from pipeline.models import load_teacher
 
     model, meta = load_teacher(cfg_other.teacher_dir)
     layout = open_data(cfg)

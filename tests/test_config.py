@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from distil.config import ConfigError, load_config, parse_overrides
+from pipeline.config import ConfigError, load_config, parse_overrides
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from distil.cli import main
+from pipeline.cli import main
 from tests.conftest import tiny_config
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -23,7 +23,7 @@ def test_every_stage_on_the_gpu_with_amp_and_workers(tmp_path, hw13, capsys):
 
 
 def test_pinned_loader_on_the_gpu(hw13):
-    from distil.data.datasets import PlainImages, loader
+    from pipeline.data.datasets import PlainImages, loader
 
     import numpy as np
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from distil.cli import main
+from pipeline.cli import main
 from tests.conftest import tiny_config
 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
@@ -24,7 +24,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(*args: str, module: str = "distil") -> subprocess.CompletedProcess:
+def torchrun(*args: str, module: str = "pipeline") -> subprocess.CompletedProcess:
     cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            "-m", module, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

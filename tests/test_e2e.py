@@ -3,7 +3,7 @@ import json
 
 import pandas as pd
 
-from distil.cli import main
+from pipeline.cli import main
 from tests.conftest import tiny_config
 
 
@@ -122,7 +122,7 @@ def test_submit_without_evaluation_folder_is_explained(tmp_path, hw13, capsys):
 
 def test_a_label_only_loss_needs_no_teacher_and_kd_false_keeps_it(tmp_path, hw13, capsys):
     """Whether a teacher is needed is read off the losses' signatures: focal reads only labels."""
-    from distil.config import load_config
+    from pipeline.config import load_config
 
     cfg = tiny_config(tmp_path, hw13, student={"epochs": 1, "losses": [{"name": "focal", "kwargs": {"gamma": 1.0}}]})
     assert main(["student", "--config", str(cfg)]) == 0, capsys.readouterr().err  # no teacher, no cache

@@ -8,10 +8,10 @@ import torch
 import yaml
 from torch import nn
 
-from distil.checkpoint import ResumeError
-from distil.data.datasets import Normalize, PlainImages, ViewImages, loader
-from distil.data.views import sample_views
-from distil.engine import Engine, Interrupted, NonFiniteLoss, adamw, cosine_schedule
+from pipeline.checkpoint import ResumeError
+from pipeline.data.datasets import Normalize, PlainImages, ViewImages, loader
+from pipeline.data.views import sample_views
+from pipeline.engine import Engine, Interrupted, NonFiniteLoss, adamw, cosine_schedule
 
 N, S = 40, 12
 
@@ -159,7 +159,7 @@ def test_sigterm_during_a_cli_run_saves_and_says_how_to_resume(tmp_path, hw13):
 
     # 10 short epochs (12 steps of two images each): seconds in all, so the resumed run is short too
     cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 10, "batch_size": 2})
-    cmd = [sys.executable, "-m", "distil", "student", "--config", str(cfg)]
+    cmd = [sys.executable, "-m", "pipeline", "student", "--config", str(cfg)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model: one thread, no contention with other jobs
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     metrics = tmp_path / "runs" / "tiny" / "student" / "metrics.csv"

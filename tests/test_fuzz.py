@@ -5,8 +5,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distil.config import ConfigError, load_config
-from distil.data import LayoutError, discover
+from pipeline.config import ConfigError, load_config
+from pipeline.data import LayoutError, discover
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
                     st.text(max_size=8))

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distil.config import load_config
-from distil.data import open_data, pixels
-from distil.data import BadImageError
-from distil.data.images import load_square
+from pipeline.config import load_config
+from pipeline.data import open_data, pixels
+from pipeline.data import BadImageError
+from pipeline.data.images import load_square
 from tests.conftest import tiny_config
 
 
@@ -103,7 +103,7 @@ def test_pixel_key_follows_content_not_paths_or_mtimes(tmp_path, hw13):
 
 
 def test_stacked_pixels_read_rows_across_parts():
-    from distil.data.pixels import StackedPixels
+    from pipeline.data.pixels import StackedPixels
 
     a, b = np.zeros((2, 4, 4, 3), np.uint8), np.ones((3, 4, 4, 3), np.uint8)
     s = StackedPixels([a, b])

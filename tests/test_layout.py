@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from distil.config import load_config
-from distil.data import open_data
-from distil.data import LayoutError, discover
+from pipeline.config import load_config
+from pipeline.data import open_data
+from pipeline.data import LayoutError, discover
 from tests.conftest import make_hw13, tiny_config
 
 

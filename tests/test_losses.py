@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from distil.losses import LOSSES, loss_inputs, teacher_fields
+from pipeline.losses import LOSSES, loss_inputs, teacher_fields
 
 torch.manual_seed(0)
 B, C, D = 6, 5, 8

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from distil.cli import main
-from distil.config import ConfigError, load_config
-from distil.data import distill_set, open_data, pixels
-from distil.data.datasets import Normalize, ViewImages
-from distil.data.views import MIXES, mix_images, render_view, sample_mixes, sample_views
-from distil.models import load_teacher
-from distil.teacher_cache import StaleCacheError, expected_key, load_cache
+from pipeline.cli import main
+from pipeline.config import ConfigError, load_config
+from pipeline.data import distill_set, open_data, pixels
+from pipeline.data.datasets import Normalize, ViewImages
+from pipeline.data.views import MIXES, mix_images, render_view, sample_mixes, sample_views
+from pipeline.models import load_teacher
+from pipeline.teacher_cache import StaleCacheError, expected_key, load_cache
 
 
 @pytest.mark.parametrize("kind", MIXES.names())

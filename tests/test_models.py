@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from distil.models import STUDENTS, BudgetError, check_budget, count_params, create_student
+from pipeline.models import STUDENTS, BudgetError, check_budget, count_params, create_student
 
 ZOO = [n for n in STUDENTS.names() if not STUDENTS.meta(n).get("tutorial")]  # budgeted, width-scaled students
 
@@ -68,7 +68,7 @@ def test_unknown_student_and_kwarg():
 
 
 def test_channel_shuffle_interleaves_groups():
-    from distil.models.blocks import channel_shuffle
+    from pipeline.models.blocks import channel_shuffle
 
     x = torch.arange(6.0).view(1, 6, 1, 1)
     assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
@@ -89,7 +89,7 @@ class SharedTwice(nn.Module):
 
 
 def test_a_module_applied_twice_is_gated_on_the_torchsummary_count():
-    from distil.models import param_count
+    from pipeline.models import param_count
 
     m = SharedTwice()
     stem, block, head = 3 * 8 * 9 + 8, 8 * 8 * 9 + 8, 8 * 2 + 2
@@ -105,8 +105,8 @@ def test_a_module_applied_twice_is_gated_on_the_torchsummary_count():
 
 @pytest.mark.parametrize("name", ["dwsep", "ghost"])
 def test_largest_width_fills_the_budget(name):
-    from distil.models import param_count
-    from distil.models.budget import largest_width
+    from pipeline.models import param_count
+    from pipeline.models.budget import largest_width
 
     w, n = largest_width(lambda w: create_student(name, 11, width=w), 60_000)
     assert n == param_count(create_student(name, 11, width=w)).gated <= 60_000

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distil.predict import accuracy, predict_logits
+from pipeline.predict import accuracy, predict_logits
 
 
 def _loader(x: torch.Tensor) -> list:

@@ -8,8 +8,8 @@ import sys
 import pytest
 from PIL import Image
 
-from distil.cli import main
-from distil.config import REPO_ROOT, ConfigError, load_config
+from pipeline.cli import main
+from pipeline.config import REPO_ROOT, ConfigError, load_config
 from tests.conftest import tiny_config
 
 
@@ -22,7 +22,10 @@ def hint(err: str, after: str) -> list[str]:
     import shlex
 
     words = shlex.split(err.split(after)[1].strip().splitlines()[0])
-    return words[words.index("distil") + 1:] if "distil" in words else words[1:]
+    for prog in ("distil", "pipeline"):  # `.venv/bin/distil stage` or `python -m pipeline stage`
+        if prog in words:
+            return words[words.index(prog) + 1:]
+    return words[1:]
 
 
 def test_data_changed_after_training_is_refused_then_rerun(tmp_path, hw13, capsys):
@@ -146,7 +149,7 @@ def test_enospc_in_a_checkpoint_write_is_named(tmp_path, monkeypatch):
 
     import torch
 
-    from distil.atomic import DiskFullError, save_torch
+    from pipeline.atomic import DiskFullError, save_torch
 
     def full(obj, f):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -168,11 +171,11 @@ def test_a_killed_checkpoint_write_leaves_no_temp_after_the_next_run(tmp_path, h
 
 
 def test_a_second_run_waits_for_the_first_and_says_who_holds_it(cached, capsys):
-    from distil.locks import held
+    from pipeline.locks import held
 
     folder = load_config(cached).run_dir / "cache"
     with held(folder / ".lock", "test"):
-        proc = subprocess.Popen([sys.executable, "-m", "distil", "cache", "--config", str(cached)],
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "cache", "--config", str(cached)],
                                 stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = ""
         while "in use by" not in line and proc.poll() is None:
@@ -184,19 +187,19 @@ def test_a_second_run_waits_for_the_first_and_says_who_holds_it(cached, capsys):
 
 
 def test_ctrl_c_exits_130_with_one_line(tmp_path, hw13, monkeypatch, capsys):
-    import distil.cli
+    import pipeline.cli
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(distil.cli, "run_stage", interrupted)
+    monkeypatch.setattr(pipeline.cli, "run_stage", interrupted)
     assert main(["cache", "--config", str(tiny_config(tmp_path, hw13))]) == 130
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: interrupted (Ctrl-C) during cache") and "\n" not in err
 
 
 def test_rerun_commands_keep_the_users_overrides(tmp_path, hw13):
-    from distil.rundir import RunDir
+    from pipeline.rundir import RunDir
 
     cfg_path = tiny_config(tmp_path, hw13)
     rd = RunDir(load_config(cfg_path, ["student.epochs=3"]), str(cfg_path), ["student.epochs=3", "name=a b"])

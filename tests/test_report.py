@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from distil.cli import main
+from pipeline.cli import main
 from tests.conftest import tiny_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distil.submission import SubmissionError, check_file, format_id, upload, validate, write_submission
+from pipeline.submission import SubmissionError, check_file, format_id, upload, validate, write_submission
 
 SAMPLE = pd.DataFrame({"Id": [f"{i:04d}" for i in range(5)], "Category": ["0"] * 5})
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from distil.cli import main
-from distil.sweep import Sweep
+from pipeline.cli import main
+from pipeline.sweep import Sweep
 from tests.conftest import tiny_config
 
 SPACE = {
@@ -79,7 +79,7 @@ def test_two_workers_share_one_study_without_losing_or_repeating_trials(built, t
 def test_a_killed_worker_leaves_its_trial_marked_failed(built, tmp_path, capsys):
     space = space_file(tmp_path, fixed={"student.epochs": 500},
                        params={"student.lr": {"type": "float", "low": 1e-3, "high": 2e-3}})
-    cmd = [sys.executable, "-m", "distil", "sweep", "--config", str(built), "--space", str(space), "--trials", "1",
+    cmd = [sys.executable, "-m", "pipeline", "sweep", "--config", str(built), "--space", str(space), "--trials", "1",
            "--worker"]
     sw = Sweep(str(built), str(space))
     sw.study()
@@ -100,7 +100,7 @@ def test_a_killed_worker_leaves_its_trial_marked_failed(built, tmp_path, capsys)
 
 
 def test_pareto_front_keeps_the_points_nothing_beats():
-    from distil.report import pareto_front
+    from pipeline.report import pareto_front
 
     assert pareto_front([(10, 0.5), (5, 0.6), (20, 0.7), (6, 0.55)]) == [1, 2]
     assert pareto_front([(1, 0.5), (1, 0.5)]) == [0, 1]  # ties beat nobody

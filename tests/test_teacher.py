@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from distil.fields import forward_fields
-from distil.models.teacher import TeacherError, create_teacher, teacher_norm, wheel_weights
+from pipeline.fields import forward_fields
+from pipeline.models.teacher import TeacherError, create_teacher, teacher_norm, wheel_weights
 
 
 def test_wheel_weights_load_into_timm_lite0():
@@ -67,8 +67,8 @@ def test_teacher_epochs_0_evaluates_and_caches_the_finetuned_teacher_as_it_is(tm
     from safetensors.torch import load_file
 
     from conftest import make_hw13, tiny_config
-    from distil.cli import main
-    from distil.config import ConfigError, load_config
+    from pipeline.cli import main
+    from pipeline.config import ConfigError, load_config
 
     data = make_hw13(tmp_path / "data")
     own = timm.create_model("test_efficientnet", pretrained=False, num_classes=3)

@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from distil.config import ConfigError, load_config
-from distil.data.datasets import AUGMENTATIONS, AugmentedImages
-from distil.fields import ADAPTERS
-from distil.losses.criterion import Criterion
-from distil.models import STUDENTS, count_params, create_student
-from distil.models.teacher import TeacherError, create_teacher
-from distil.optim import OPTIMIZERS, SCHEDULES, optimization
+from pipeline.config import ConfigError, load_config
+from pipeline.data.datasets import AUGMENTATIONS, AugmentedImages
+from pipeline.fields import ADAPTERS
+from pipeline.losses.criterion import Criterion
+from pipeline.models import STUDENTS, count_params, create_student
+from pipeline.models.teacher import TeacherError, create_teacher
+from pipeline.optim import OPTIMIZERS, SCHEDULES, optimization
 
 TUTORIAL = [n for n in STUDENTS.names() if STUDENTS.meta(n).get("tutorial")]
 # name -> (classes, image size, parameter count published with the tutorial or computed from its layers)
@@ -95,7 +95,7 @@ def test_unknown_optimizer_schedule_augment_and_adapter_fail_at_load():
 
 
 def test_no_augmentation_is_the_validation_image():
-    from distil.data.datasets import PlainImages
+    from pipeline.data.datasets import PlainImages
 
     rng = np.random.default_rng(0)
     pix = rng.integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
@@ -169,7 +169,7 @@ def test_the_xray_config_runs_teacher_cache_student_on_generated_images(tmp_path
     offline) and image size (64 px: seconds on a CPU) are overridden."""
     import json
 
-    from distil.cli import main
+    from pipeline.cli import main
 
     data = _class_folders(tmp_path / "xray", ["NORMAL", "PNEUMONIA"], 6, 3, 64)
     over = [f"data.root={data}", f"runs_dir={tmp_path / 'runs'}", "teacher.pretrained=none", "teacher.epochs=1", "teacher.img_size=64",
@@ -185,8 +185,8 @@ def test_idx_data_writes_class_folders_of_the_exact_pixels(tmp_path):
 
     from PIL import Image
 
-    from distil.cli import main
-    from distil.data.layout import discover
+    from pipeline.cli import main
+    from pipeline.data.layout import discover
 
     rng = np.random.default_rng(0)
 
@@ -212,7 +212,7 @@ def test_idx_data_writes_class_folders_of_the_exact_pixels(tmp_path):
 
 @pytest.mark.parametrize("how", ["pre_logits", "pooled", "flatten"])
 def test_feat_from_reads_the_embedding_the_pool_or_the_flattened_map(how):
-    from distil.fields import forward_fields
+    from pipeline.fields import forward_fields
 
     m = create_student("dwsep", 10).eval()
     x = torch.rand(2, 3, 32, 32)
@@ -224,9 +224,9 @@ def test_feat_from_reads_the_embedding_the_pool_or_the_flattened_map(how):
 
 
 def test_the_cached_feat_is_keyed_by_how_it_was_read(built):
-    from distil.cli import main
-    from distil.data import distill_set, open_data, pixels
-    from distil.teacher_cache import StaleCacheError, expected_key, load_cache, needed
+    from pipeline.cli import main
+    from pipeline.data import distill_set, open_data, pixels
+    from pipeline.teacher_cache import StaleCacheError, expected_key, load_cache, needed
 
     assert main(["cache", "--config", str(built), "cache.store=[feat]", "cache.feat_from=pooled"]) == 0
     cfg = load_config(built, ["cache.store=[feat]", "cache.feat_from=flatten", "student.losses=[{name: cosine}]"])

@@ -26,7 +26,7 @@ def program() -> str:
         if shutil.which("distil") == str(script):
             return "distil"
         return _rel(script)
-    return f"{_rel(Path(sys.executable))} -m distil"
+    return f"{_rel(Path(sys.executable))} -m pipeline"
 
 
 def _rel(p: Path) -> str:

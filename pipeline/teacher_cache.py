@@ -5,7 +5,7 @@ Folder ``runs/<name>/cache/``::
 
     views.npy       (N, K, 5) int32   crop box + flip of each view (view 0 = whole image)
     mixes.npy       (N, K, 7) float32 with ``cache.mix``: partner, partner view, lam, CutMix box of each view
-    <field>.npy     (N, K, ...)       one array per stored field of ``distil.fields`` (logits float32,
+    <field>.npy     (N, K, ...)       one array per stored field of ``pipeline.fields`` (logits float32,
                                       feat and map float16), only those a loss reads or ``cache.store`` asks for
     val_logits.npy  (M, C) float32    whole validation images
     manifest.json   the key: teacher sha256, pixel keys, transform, versions, shapes (written last)

@@ -3,7 +3,7 @@ scheduler, scaler, position, RNG states and the config (nanoGPT-style: a checkpo
 
 Checkpoints hold only tensors and plain Python values and are read with ``weights_only=True``: a
 file that holds a pickled object is refused, never executed. Deployable models are separate
-safetensors files (``distil.models.artifacts``).
+safetensors files (``pipeline.models.artifacts``).
 """
 from __future__ import annotations
 

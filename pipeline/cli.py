@@ -1,4 +1,4 @@
-"""Command line: ``distil <stage> --config configs/X.yaml [key=value ...]`` (or ``python -m distil``)."""
+"""Command line: ``distil <stage> --config configs/X.yaml [key=value ...]`` (or ``python -m pipeline``)."""
 from __future__ import annotations
 
 import argparse

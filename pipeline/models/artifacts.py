@@ -1,7 +1,7 @@
 """Deployable models as files that cannot run code: ``<stem>.safetensors`` (weights) + ``<stem>.json``
 (what to build: arch, kwargs, classes, normalisation, image size, parameter count).
 
-Training state for resuming lives in ``last.pt`` (``distil.checkpoint``); submit, export and report
+Training state for resuming lives in ``last.pt`` (``pipeline.checkpoint``); submit, export and report
 read only these two files.
 """
 from __future__ import annotations

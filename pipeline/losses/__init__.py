@@ -2,7 +2,7 @@
 
 A loss takes keyword-only tensors and keyword hyper-parameters and returns a scalar. Which tensors
 it takes is read off its signature and decides what the student computes, what the cache stores and
-whether a teacher is needed at all (``distil.fields`` lists them):
+whether a teacher is needed at all (``pipeline.fields`` lists them):
 
 ========== ===================== ==============================================
 name       shape                 meaning

@@ -1,7 +1,7 @@
 """The model zoo: small CNNs from depthwise-separable-style blocks (and, in ``tutorials``, the public
 tutorials' nets), created by name as student or teacher.
 
-Every student has timm's interface, so one extractor (``distil.fields``) serves teacher and student::
+Every student has timm's interface, so one extractor (``pipeline.fields``) serves teacher and student::
 
     logits = net(x)                                        # (B, 3, H, W) -> (B, num_classes)
     final, maps = net.forward_intermediates(x, indices=[i])  # last map, [(B, C_i, H_i, W_i)]

@@ -298,7 +298,7 @@ class Sweep:
         if workers <= 1:
             self.work(n_trials)
         else:
-            cmd = [sys.executable, "-m", "distil", "sweep", "--config", self.config, "--space", self.space_path,
+            cmd = [sys.executable, "-m", "pipeline", "sweep", "--config", self.config, "--space", self.space_path,
                    "--trials", str(n_trials), "--worker", *(["--storage", self.storage_url] if self.storage_url else []),
                    *self.overrides]
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

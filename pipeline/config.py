@@ -49,7 +49,7 @@ class TrainConfig(_Strict):
     max_steps_per_epoch: Optional[int] = Field(None, ge=1)
     ema: Optional[float] = Field(None, gt=0, lt=1, description="Decay of an exponential moving average of the "
                                  "weights (e.g. 0.999), evaluated and saved instead of the raw weights; null: off")
-    optimizer: str = Field("adamw", description="adamw | adam | sgd (distil.optim.OPTIMIZERS)")
+    optimizer: str = Field("adamw", description="adamw | adam | sgd (pipeline.optim.OPTIMIZERS)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov), or Adam's beta1")
     schedule: str = Field("cosine", description="cosine (warm-up then cosine decay to 0) | constant (warm-up then lr)")
     mean: Optional[list[float]] = Field(None, min_length=3, max_length=3,
@@ -345,6 +345,6 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
-# reading files and overrides lives in config_file.py; imported here so ``from distil.config import load_config``
+# reading files and overrides lives in config_file.py; imported here so ``from pipeline.config import load_config``
 # keeps working (at the end: config_file needs the classes above)
 from .config_file import config_from_dict, load_config, parse_overrides, yaml_load  # noqa: E402,F401

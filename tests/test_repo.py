@@ -1,0 +1,21 @@
+"""The repository keeps the design card's top-level layout."""
+from __future__ import annotations
+
+import tomllib
+
+from pipeline.config import REPO_ROOT
+
+CARD_TOP_LEVEL = ("pyproject.toml", "README.md", "pipeline", "configs", "tests", "submissions", "Dockerfile")
+
+
+def test_the_cards_top_level_entries_exist():
+    missing = [name for name in CARD_TOP_LEVEL if not (REPO_ROOT / name).exists()]
+    assert not missing, f"the design card's top level lacks {missing}"
+    assert (REPO_ROOT / "pipeline" / "__init__.py").is_file()
+
+
+def test_the_package_is_pipeline_and_the_command_distil():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert project["project"]["name"] == "distil"
+    assert project["project"]["scripts"]["distil"] == "pipeline.cli:main"
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["pipeline*"]
