@@ -141,7 +141,12 @@ class Engine:
         }
 
     def _restore(self, s: dict[str, Any]) -> None:
-        self.module.load_state_dict(s["trainable"])
+        try:
+            self.module.load_state_dict(s["trainable"])
+        except RuntimeError as exc:  # e.g. a checkpoint from before the online teacher stood beside the module
+            detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise ResumeError(f"{self.saver.last} holds another trainable module ({detail[:300]}); "
+                              f"start over: {self.rerun_cmd}") from None
         self.optimizer.load_state_dict(s["optimizer"])
         self.scheduler.load_state_dict(s["scheduler"])
         self.scaler.load_state_dict(s["scaler"])

@@ -16,12 +16,17 @@ class Distiller(nn.Module):
     ``batch["teacher_image"]``) or read from the batch (``<field>_t``, cached).
 
     ``student_layer``: the student stage whose map feeds map losses. Only the student and the
-    criterion's adapters train; the teacher is frozen (eval, no grad, inference mode)."""
+    criterion's adapters train; the teacher is frozen (eval, no grad, inference mode) and stands beside
+    the module, as in timm's distillation task: it is no submodule, so DDP, the EMA, ``state_dict()``
+    (``last.pt``, the best state) see only what trains, while ``.to()`` moves it along."""
 
     def __init__(self, student: nn.Module, criterion: Criterion, norm: nn.Module, student_layer: Optional[int],
                  teacher: Optional[nn.Module] = None, options: Optional[dict[str, str]] = None):
         super().__init__()
-        self.student, self.criterion, self.norm, self.teacher = student, criterion, norm, teacher
+        self.student, self.criterion, self.norm = student, criterion, norm
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+        object.__setattr__(self, "teacher", teacher)  # beside, not registered (nn.Module.__setattr__ would)
         self.student_layer = student_layer
         self.options = dict(options or {})  # per field, e.g. {"feat": "flatten"} (student.feat_from)
         self.student_fields = fields_of(criterion.needs, "s")
@@ -43,6 +48,13 @@ class Distiller(nn.Module):
             got = self.teacher(batch["teacher_image"]) if self.teacher is not None else batch
             tensors.update({a: got[a].float() for a in self.teacher_args})
         return self.criterion(**tensors)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "Distiller":
+        """``.to(device / dtype / memory_format)`` and friends move the teacher beside the module too."""
+        super()._apply(fn, recurse)
+        if self.teacher is not None:
+            self.teacher._apply(fn, recurse)
+        return self
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)
