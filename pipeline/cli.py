@@ -71,29 +71,10 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 
 def compare(runs: Sequence[str]) -> str:
-    from pathlib import Path
+    """The Markdown table of ``distil compare`` (pipeline/comparison.py)."""
+    from .comparison import compare as table
 
-    rows = ["| run | teacher | teacher acc | student | params | student acc | train s (teacher/cache/student) |",
-            "|---|---|---|---|---|---|---|"]
-    for r in runs:
-        p = Path(r) / "summary.json"
-        if not p.is_file():
-            rows.append(f"| {r} | (no summary.json) | | | | | |")
-            continue
-        try:
-            s = json.loads(p.read_text())
-            t, c, st = s.get("teacher", {}), s.get("cache", {}), s.get("student", {})
-            if not all(isinstance(x, dict) for x in (t, c, st)):
-                raise TypeError("teacher, cache and student must be mappings")
-            float(t.get("val_acc", float("nan"))), float(st.get("val_acc", float("nan")))
-        except (ValueError, AttributeError, TypeError, OSError) as exc:
-            logging.getLogger(__name__).warning("skipping %s: malformed summary.json (%s)", p, exc)
-            rows.append(f"| {r} | (malformed summary.json) | | | | | |")
-            continue
-        rows.append(f"| {s.get('name', r)} | {t.get('name', '-')} | {t.get('val_acc', float('nan')):.4f} | {st.get('name', '-')} "
-                    f"| {st.get('params', '-')} | {st.get('val_acc', float('nan')):.4f} | "
-                    f"{t.get('train_s', '-')}/{c.get('wall_s', '-')}/{st.get('train_s', '-')} |")
-    return "\n".join(rows)
+    return table(runs)
 
 
 def _sweep(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 from . import distributed
 from .atomic import write_json
 from .config import REPO_ROOT, Config
+from .confidence import accuracy_interval
 from .locks import held
 
 
@@ -98,6 +99,8 @@ class RunDir:
                 before = {}
             if "wall_s" in before:  # what the work recorded (images, views, ...), updated by today's result
                 result = {**before, **result, "wall_s": before["wall_s"], "reused": True}
+        if "val_acc" in result and isinstance(result.get("val_images"), int):  # the accuracy's 95% interval
+            result = {**result, "val_acc_ci95": accuracy_interval(float(result["val_acc"]), result["val_images"])}
         if distributed.is_main():
             if section:
                 self.update_summary(section, result)

@@ -93,6 +93,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
                           inputs)
     history = engine.fit()
     result = {"name": sc.model, "params": params, "budget": sc.budget, "val_acc": max(h["val_acc"] for h in history),
+              "val_images": len(val.split.labels),
               "losses": [t.model_dump() for t in terms], "teacher_mode": sc.teacher_mode if uses_teacher else "none",
               "epochs": len(history), "precision": precision.name,
               "train_s": round(sum(h["epoch_s"] for h in history), 1), "wall_s": round(time.time() - t0, 1),

@@ -68,6 +68,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
                           {"train images": train.key, "validation images": val.key})
     history = engine.fit()
     result = {"name": tc.model, "params": meta["params"], "val_acc": max(h["val_acc"] for h in history),
+              "val_images": len(val.split.labels),
               "epochs": len(history), "precision": precision.name,
               "train_s": round(sum(h["epoch_s"] for h in history), 1), "wall_s": round(time.time() - t0, 1),
               "artifact": rd.relative(out / "teacher.safetensors")}
@@ -85,7 +86,8 @@ def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any
     acc = accuracy(logits, val.split.labels)
     save_artifact(out, "teacher", task.model, {**meta, "val_acc": acc, "epoch": 0})
     cfg.save(out / "config.yaml")
-    result = {"name": cfg.teacher.model, "params": meta["params"], "val_acc": acc, "epochs": 0,
+    result = {"name": cfg.teacher.model, "params": meta["params"], "val_acc": acc, "val_images": len(val.split.labels),
+              "epochs": 0,
               "weights": cfg.teacher.weights, "precision": precision.name, "train_s": 0.0,
               "wall_s": round(time.time() - t0, 1), "artifact": rd.relative(out / "teacher.safetensors")}
     return rd.finish(out, "teacher", result)
