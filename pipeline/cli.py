@@ -36,10 +36,23 @@ def setup_torch(seed: int) -> None:
         torch.set_num_threads(max(1, cores // distributed.world()))
 
 
+def version() -> str:
+    """The installed distribution's version (``pip show distil``), else the package's ``__version__``."""
+    from importlib import metadata
+
+    from . import __version__
+
+    try:
+        return metadata.version("distil")
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     from .stages import STAGES, ordered, pipeline_order
 
     p = argparse.ArgumentParser(prog="distil", description="distil: " + " -> ".join(pipeline_order()))
+    p.add_argument("--version", action="version", version=f"distil {version()}")
     sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for s in [*ordered(), "all"]:
         help_ = STAGES.meta(s)["help"] if s != "all" else "run " + ", ".join(pipeline_order()) + " in order"
