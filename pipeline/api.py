@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -31,14 +31,15 @@ def setup_logging(verbose: bool = False) -> logging.Logger:
     return logger
 
 
-def run(stage: str, config: str, overrides: Sequence[str] = (), force: bool = False,
-        verbose: bool = False) -> dict[str, Any]:
+def run(stage: str, config: str, overrides: Sequence[str] = (), force: bool = False, verbose: bool = False,
+        callbacks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> dict[str, Any]:
     """Run one stage (``teacher``, ``cache``, ``student``, ``submit``, ``export``, ``report``, ``params``, or ``all``)
     of ``config`` (a YAML path) with ``key=value`` ``overrides``; returns the stage's summary (for ``all``: one per
-    stage, by name). ``force`` starts the stage over instead of resuming or reusing it."""
+    stage, by name). ``force`` starts the stage over instead of resuming or reusing it; ``callbacks`` are called with
+    each epoch's metrics row (a dict, as ``metrics.csv`` holds it)."""
     if isinstance(overrides, str):
         raise TypeError(f"overrides must be a list of key=value strings, e.g. [{overrides!r}], not one string")
     setup_logging(verbose)
-    from .cli import run_stage
+    from .runner import run_stage
 
-    return run_stage(stage, config, list(overrides), force)
+    return run_stage(stage, config, list(overrides), force, callbacks)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from .config import REPO_ROOT, ConfigError, load_config
+from .config import REPO_ROOT, ConfigError
+from .runner import run_stage
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -16,24 +16,6 @@ DEFAULT_CONFIG = "configs/demo.yaml"
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-
-
-def setup_torch(seed: int) -> None:
-    """Seed every RNG; on CPU, share the cores among the processes of this machine (an explicit
-    ``OMP_NUM_THREADS``, as launchers and sweep workers set it, is kept)."""
-    import random
-
-    import numpy as np
-    import torch
-
-    from . import distributed
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // distributed.world()))
 
 
 def version() -> str:
@@ -101,51 +83,11 @@ def _errors() -> tuple[type[BaseException], ...]:
             TeacherError, ResumeError, NonFiniteLoss, LossConfigError, DiskFullError, FileNotFoundError)
 
 
-def run_stage(stage: str, config: str, overrides: Sequence[str] = (), force: bool = False) -> dict[str, Any]:
-    """Run one stage (or ``all``) of ``config`` with ``key=value`` overrides; returns its summary.
-    ``force``: start the stage over instead of resuming or reusing it."""
-    from . import distributed
-    from .rundir import RunDir
-    from .stages import STAGES, pipeline_order
-
-    if stage == "all":
-        return {name: run_stage(name, config, overrides, force) for name in pipeline_order()}
-    cfg = load_config(config, list(overrides))
-    if cfg.submit.upload:  # a run meant for Kaggle, any stage: no credentials is found before any work (training,
-        # or the submit stage predicting and rewriting the CSV), not after it
-        from .submission import check_upload
-
-        check_upload(cfg.submit.competition)
-    distributed.init()
-    setup_torch(cfg.seed)
-    with RunDir(cfg, config, overrides, force=force) as rd:
-        return STAGES.get(stage)(cfg, rd)
-
-
 def compare(runs: Sequence[str]) -> str:
-    from pathlib import Path
+    """The Markdown table of ``distil compare`` (pipeline/comparison.py)."""
+    from .comparison import compare as table
 
-    rows = ["| run | teacher | teacher acc | student | params | student acc | train s (teacher/cache/student) |",
-            "|---|---|---|---|---|---|---|"]
-    for r in runs:
-        p = Path(r) / "summary.json"
-        if not p.is_file():
-            rows.append(f"| {r} | (no summary.json) | | | | | |")
-            continue
-        try:
-            s = json.loads(p.read_text())
-            t, c, st = s.get("teacher", {}), s.get("cache", {}), s.get("student", {})
-            if not all(isinstance(x, dict) for x in (t, c, st)):
-                raise TypeError("teacher, cache and student must be mappings")
-            float(t.get("val_acc", float("nan"))), float(st.get("val_acc", float("nan")))
-        except (ValueError, AttributeError, TypeError, OSError) as exc:
-            logging.getLogger(__name__).warning("skipping %s: malformed summary.json (%s)", p, exc)
-            rows.append(f"| {r} | (malformed summary.json) | | | | | |")
-            continue
-        rows.append(f"| {s.get('name', r)} | {t.get('name', '-')} | {t.get('val_acc', float('nan')):.4f} | {st.get('name', '-')} "
-                    f"| {st.get('params', '-')} | {st.get('val_acc', float('nan')):.4f} | "
-                    f"{t.get('train_s', '-')}/{c.get('wall_s', '-')}/{st.get('train_s', '-')} |")
-    return "\n".join(rows)
+    return table(runs)
 
 
 def _sweep(args: argparse.Namespace) -> int:

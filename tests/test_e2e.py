@@ -108,6 +108,13 @@ def test_compare_prints_a_table_of_runs(tmp_path, built, capsys):
     assert out[0].startswith("| run | teacher | teacher acc | student | params")
     assert out[2].startswith("| tiny | test_efficientnet | ") and "| dwsep |" in out[2]
     assert "(no summary.json)" in out[3]
+    summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    for stage in ("teacher", "student"):  # every validation accuracy carries its 95% interval
+        s = summary[stage]
+        assert s["val_images"] == 9 and s["val_acc_ci95"][0] <= s["val_acc"] <= s["val_acc_ci95"][1], s
+        assert s["val_acc_ci95"][1] - s["val_acc_ci95"][0] > 0.2  # 9 images: a wide interval
+    lo, hi = summary["student"]["val_acc_ci95"]
+    assert f"| [{lo:.4f}, {hi:.4f}] | best |" in out[2]
 
 
 def test_submit_without_evaluation_folder_is_explained(tmp_path, hw13, capsys):

@@ -6,6 +6,7 @@ from typing import Any
 
 from . import STAGES
 from ..config import Config
+from ..confidence import accuracy_interval
 from ..data import open_data, pixels
 from ..data.datasets import Normalize
 from ..engine import device
@@ -39,6 +40,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     result: dict[str, Any] = {"path": rd.relative(path), "rows": len(df),
                               "validated_against": rd.relative(layout.sample_submission) if layout.sample_submission else None,
                               "student_params": meta["params"], "tta": cfg.submit.tta, "val_acc": round(val_acc, 4),
+                              "val_images": len(val.split.labels),
+                              "val_acc_ci95": accuracy_interval(val_acc, len(val.split.labels)),
                               "wall_s": round(time.time() - t0, 1)}
     if cfg.submit.upload:
         check_file(path, num_classes=layout.num_classes, sample_path=layout.sample_submission)
