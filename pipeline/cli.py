@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from .config import REPO_ROOT, ConfigError, load_config
+from .config import REPO_ROOT, ConfigError
+from .runner import run_stage
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -19,28 +19,23 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def setup_torch(seed: int) -> None:
-    """Seed every RNG; on CPU, share the cores among the processes of this machine (an explicit
-    ``OMP_NUM_THREADS``, as launchers and sweep workers set it, is kept)."""
-    import random
+def version() -> str:
+    """The installed distribution's version (``pip show distil``), else the package's ``__version__``."""
+    from importlib import metadata
 
-    import numpy as np
-    import torch
+    from . import __version__
 
-    from . import distributed
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // distributed.world()))
+    try:
+        return metadata.version("distil")
+    except metadata.PackageNotFoundError:
+        return __version__
 
 
 def _parser() -> argparse.ArgumentParser:
     from .stages import STAGES, ordered, pipeline_order
 
     p = argparse.ArgumentParser(prog="distil", description="distil: " + " -> ".join(pipeline_order()))
+    p.add_argument("--version", action="version", version=f"distil {version()}")
     sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for s in [*ordered(), "all"]:
         help_ = STAGES.meta(s)["help"] if s != "all" else "run " + ", ".join(pipeline_order()) + " in order"
@@ -90,27 +85,6 @@ def _errors() -> tuple[type[BaseException], ...]:
 
     return (ConfigError, LayoutError, BadImageError, BudgetError, StaleCacheError, SubmissionError, ArtifactError,
             TeacherError, ResumeError, NonFiniteLoss, LossConfigError, DiskFullError, FileNotFoundError)
-
-
-def run_stage(stage: str, config: str, overrides: Sequence[str] = (), force: bool = False) -> dict[str, Any]:
-    """Run one stage (or ``all``) of ``config`` with ``key=value`` overrides; returns its summary.
-    ``force``: start the stage over instead of resuming or reusing it."""
-    from . import distributed
-    from .rundir import RunDir
-    from .stages import STAGES, pipeline_order
-
-    if stage == "all":
-        return {name: run_stage(name, config, overrides, force) for name in pipeline_order()}
-    cfg = load_config(config, list(overrides))
-    if cfg.submit.upload:  # a run meant for Kaggle, any stage: no credentials is found before any work (training,
-        # or the submit stage predicting and rewriting the CSV), not after it
-        from .submission import check_upload
-
-        check_upload(cfg.submit.competition)
-    distributed.init()
-    setup_torch(cfg.seed)
-    with RunDir(cfg, config, overrides, force=force) as rd:
-        return STAGES.get(stage)(cfg, rd)
 
 
 def compare(runs: Sequence[str]) -> str:

@@ -12,12 +12,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .atomic import sha256_json, write_text
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message says which key and how to fix it."""
+# reading files and overrides lives in config_file.py (which imports this module only inside its functions);
+# re-exported so ``from pipeline.config import load_config`` keeps working
+from .config_file import REPO_ROOT, ConfigError, config_from_dict, load_config, parse_overrides, yaml_load  # noqa: F401
 
 
 class _Strict(BaseModel):
@@ -344,7 +341,3 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
         return {k: v for i, val in enumerate(d) for k, v in _flat(val, f"{prefix}{i}.").items()}
     return {prefix[:-1]: d}
 
-
-# reading files and overrides lives in config_file.py; imported here so ``from pipeline.config import load_config``
-# keeps working (at the end: config_file needs the classes above)
-from .config_file import config_from_dict, load_config, parse_overrides, yaml_load  # noqa: E402,F401

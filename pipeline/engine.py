@@ -53,20 +53,6 @@ def to_device(batch: dict[str, Any], dev: torch.device) -> dict[str, Any]:
     return {k: v.to(dev, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-_OBSERVERS: list[Callable[[dict[str, Any]], None]] = []
-
-
-@contextmanager
-def observe(fn: Callable[[dict[str, Any]], None]) -> Iterator[None]:
-    """Call ``fn(row)`` with each epoch's metrics row of every engine that runs inside the block (a sweep
-    reports them to its pruner; ``fn`` may raise to stop the run, after that epoch's checkpoint)."""
-    _OBSERVERS.append(fn)
-    try:
-        yield
-    finally:
-        _OBSERVERS.remove(fn)
-
-
 @contextmanager
 def _signals() -> Iterator[list[int]]:
     caught: list[int] = []
@@ -114,6 +100,8 @@ class Engine:
     sync_bn: bool = False
     compile: bool = False
     ema_decay: Optional[float] = None  # validate and save an exponential moving average of the weights
+    # called with each epoch's metrics row after its checkpoint (a sweep's pruner; one may raise to stop the run)
+    callbacks: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -329,5 +317,5 @@ class Engine:
         distributed.barrier()
         log.info("epoch %d/%d %s", self.epoch, self.epochs,
                  " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))
-        for fn in list(_OBSERVERS):
+        for fn in self.callbacks:
             fn(row)

@@ -115,11 +115,6 @@ ADAPTERS.register("pool")(TeacherPool)
 ADAPTERS.register("identity")(Identity)
 
 
-def MapRegressor(c_s: int, c_t: int) -> Adapter:  # noqa: N802 - the FitNet regressor by its usual name
-    """FitNet-style regressor: 1x1 conv + BN from the student's channels to the teacher's, resized to its grid."""
-    return Projection(c_s, c_t, bn=True, kernel=1)
-
-
 FIELDS: Registry[Field] = Registry("field")  # type: ignore[type-var]
 
 

@@ -88,8 +88,3 @@ def built(tmp_path: Path, _prebuilt: Path) -> Path:
     shutil.copytree(_prebuilt / "data", tmp_path / "data")
     shutil.copytree(_prebuilt / "runs", tmp_path / "runs")
     return tiny_config(tmp_path, tmp_path / "data")
-
-
-def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "slow: runs make or several distil processes (tens of seconds); part of "
-                                       "make test, skip with -m 'not slow'")

@@ -6,18 +6,17 @@ from typing import Any
 
 import torch
 
-from . import STAGES
+from . import STAGES, build_engine
 from .. import teacher_cache as tcache
 from ..config import Config
 from ..data import distill_set, open_data, pixels
 from ..data.datasets import Normalize, PlainImages, ViewImages, loader
-from ..engine import Engine, device
+from ..engine import device
 from ..optim import optimization
 from ..fields import field_dims, fields_of
 from ..losses import teacher_fields
 from ..losses.criterion import Criterion, needs
 from ..models import check_budget, create_student, save_artifact
-from ..models.artifacts import artifact_ok
 from ..precision import resolve
 from ..rundir import RunDir
 from ..tasks import Distiller
@@ -90,16 +89,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     if uses_teacher:
         inputs["teacher"] = tcache.teachers_sha256(cfg)
     precision = resolve(sc.amp, dev)
-    engine = Engine(module=distiller, loader=train_dl, val_loader=val_dl, optimizer=opt, scheduler=sched,
-                    epochs=sc.epochs, out_dir=out, config=cfg.to_dict(),
-                    config_hash=cfg.digest(*IDENTITY),
-                    config_changes=lambda old: cfg.changes_since(old, *IDENTITY),
-                    on_best=on_best,
-                    best_ok=lambda: artifact_ok(out, "student"), inputs=inputs,
-                    rerun_cmd=rd.command("student", force=True),
-                    precision=precision, resume=sc.resume == "auto" and not rd.force,
-                    max_steps_per_epoch=sc.max_steps_per_epoch,
-                    resume_cmd=rd.command("student"), sync_bn=sc.sync_bn, compile=sc.compile, ema_decay=sc.ema)
+    engine = build_engine(cfg, rd, "student", out, distiller, train_dl, val_dl, opt, sched, precision, IDENTITY, on_best,
+                          inputs)
     history = engine.fit()
     result = {"name": sc.model, "params": params, "budget": sc.budget, "val_acc": max(h["val_acc"] for h in history),
               "val_images": len(val.split.labels),

@@ -1,12 +1,12 @@
 """``submit`` stage: predict the evaluation images with the student and write (and optionally upload) the CSV."""
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
 
 from . import STAGES
+from ..atomic import sha256_file
 from ..config import Config
 from ..confidence import accuracy_interval
 from ..data import open_data, pixels
@@ -18,10 +18,6 @@ from ..predict import accuracy, predict_pixels
 from ..rundir import RunDir
 from ..kaggle_client import description, record_upload
 from ..submission import SubmissionError, check_file, upload, write_submission
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @STAGES.register("submit", order=4, pipeline=True, help="predict the evaluation images, write and validate the CSV")
