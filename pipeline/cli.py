@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .config import REPO_ROOT, ConfigError
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--out", default="data/mnist")
     c = sub.add_parser("compare", help="table of runs: teacher/student accuracy, params, wall time")
     c.add_argument("runs", nargs="+")
+    k = sub.add_parser("submissions", help="the competition's Kaggle submissions beside the local runs they came from")
+    k.add_argument("--competition", default="ml2023spring-hw13", help="competition slug (default ml2023spring-hw13)")
+    k.add_argument("--runs", default=str(REPO_ROOT / "runs"), help="folder of the runs (default runs/)")
     w = sub.add_parser("sweep", help="search student settings on one cached teacher with Optuna (parallel workers)",
                        description="Trials are student runs under runs/<name>/sweeps/<study>/; see configs/sweeps/")
     w.add_argument("--config", default=DEFAULT_CONFIG)
@@ -142,9 +146,22 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submissions(args: argparse.Namespace) -> int:
+    from .leaderboard import show
+    from .submission import SubmissionError
+
+    try:
+        print(show(args.competition, Path(args.runs)))
+    except SubmissionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 # the commands that are not pipeline stages (those come from the stage registry), by name
 TOOLS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "demo-data": _demo_data, "idx-data": _idx_data, "compare": _compare, "sweep": _sweep}
+    "demo-data": _demo_data, "idx-data": _idx_data, "compare": _compare, "sweep": _sweep,
+    "submissions": _submissions}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
