@@ -44,7 +44,7 @@ def test_feature_losses_and_online_teacher_run(tmp_path, hw13, capsys):
     for stage in ("teacher", "cache", "student"):
         assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
     man = json.loads((tmp_path / "runs" / "tiny" / "cache" / "manifest.json").read_text())
-    assert man["contents"]["stored"] == ["feat", "logits", "map"]
+    assert man["contents"]["stored"] == ["feat", "logits", "map@3"]
     metrics = (tmp_path / "runs" / "tiny" / "student" / "metrics.csv").read_text()
     for name in ("train_cosine", "train_fitnet", "train_rkd", "train_dm", "train_at", "train_dkd", "train_dist"):
         assert name in metrics
@@ -53,6 +53,22 @@ def test_feature_losses_and_online_teacher_run(tmp_path, hw13, capsys):
     assert main(["student", "--config", str(cfg), "student.teacher_mode=online", "runs_dir=" + str(tmp_path / "r2")]) != 0
     # online mode with its own run dir needs a teacher there: the error says how to get one
     assert "teacher" in capsys.readouterr().err
+
+
+def test_a_second_fitnet_hint_at_another_layer_is_one_more_term(tmp_path, hw13, capsys):
+    """Two hints are two terms, each with its layer: the cache holds both maps, the student trains both, each with
+    its own regressor from its own student stage, and the online teacher gives the same two."""
+    losses = [{"name": "ce"}, {"name": "fitnet", "layer": 2, "student_layer": -3}, {"name": "fitnet", "layer": 3}]
+    cfg = tiny_config(tmp_path, hw13, student={"losses": losses, "epochs": 1})
+    for stage in ("teacher", "cache", "student"):
+        assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
+    run = tmp_path / "runs" / "tiny"
+    man = json.loads((run / "cache" / "manifest.json").read_text())
+    assert man["contents"]["stored"] == ["logits", "map@2", "map@3"]
+    assert man["shapes"]["map@2"][2] != man["shapes"]["map@3"][2]  # two layers: two channel counts
+    header = (run / "student" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train_fitnet" in header and "train_fitnet_2" in header
+    assert main(["student", "--config", str(cfg), "student.teacher_mode=online", "student.resume=never"]) == 0
 
 
 def test_ce_only_baseline_needs_no_cache(tmp_path, hw13, capsys):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.fields import forward_fields
+from pipeline.fields import FieldSpec, forward_specs
 from pipeline.models.teacher import TeacherError, create_teacher, teacher_norm, wheel_weights
 
 
@@ -16,8 +16,10 @@ def test_wheel_weights_load_into_timm_lite0():
     assert m.get_classifier().out_features == 11
     assert teacher_norm(m) == ((0.5,) * 3, (0.5,) * 3)
     with torch.inference_mode():
-        out = forward_fields(m, torch.zeros(2, 3, 64, 64), ["logits", "feat", "map"], 3)
-    assert out["logits"].shape == (2, 11) and out["feat"].shape == (2, 1280) and out["map"].shape[1] == 112
+        out = forward_specs(m, torch.zeros(2, 3, 64, 64), [FieldSpec("logits"), FieldSpec("feat"), FieldSpec("map", 3),
+                                                            FieldSpec("map", 2)])
+    assert out["logits"].shape == (2, 11) and out["feat"].shape == (2, 1280)
+    assert out["map@3"].shape[1] == 112 and out["map@2"].shape[1] == 40  # two layers from one forward pass
 
 
 def test_imagenet_weights_are_real():
