@@ -6,7 +6,7 @@ file and the key (and suggests the closest valid key for a typo).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -235,6 +235,9 @@ class Config(_Strict):
     teacher_from: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
                                         description="Use runs/<teacher_from>/teacher instead of training one (share a teacher across recipes)")
     submissions_dir: str = "submissions"
+    tensorboard: Union[bool, Literal["auto"]] = Field(
+        "auto", description="TensorBoard event files beside each training stage's metrics.csv (the same scalars): "
+        "auto = when the tensorboard package is installed; true needs it (pip install tensorboard); false: none")
     data: DataConfig
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
@@ -244,6 +247,12 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _feature_layer(self) -> "Config":
         _check_mix(self.cache)
+        if self.tensorboard is True:
+            from .tensorboard_events import available
+
+            if not available():
+                raise ValueError("tensorboard is true but the tensorboard package is not installed: "
+                                 "pip install tensorboard, or set tensorboard: auto (writes the files when it is)")
         from .losses.terms import bind, reads_map, teacher_specs
 
         for i, t in enumerate(self.student.losses):
