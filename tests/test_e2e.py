@@ -1,9 +1,17 @@
 """All stages, end to end, on generated images through the CLI entry point."""
 import json
 
+import numpy as np
 import pandas as pd
+import pytest
+import torch
 
 from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.data import open_data, pixels
+from pipeline.data.datasets import Normalize
+from pipeline.data.views import render_view
+from pipeline.models import load_student
 from tests.conftest import tiny_config
 
 
@@ -16,14 +24,30 @@ def test_teacher_cache_student_submit(tmp_path, hw13, capsys):
     assert sub["Id"].tolist() == [f"{i:04d}" for i in range(6)]
     assert set(sub["Category"]) <= {"0", "1", "2"}
     s = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
-    assert s["teacher"]["name"] == "test_efficientnet" and 0 <= s["teacher"]["val_acc"] <= 1
-    assert s["student"]["params"] < 60_000 and 0 <= s["student"]["val_acc"] <= 1
+    run_cfg = load_config(cfg)
+    layout = open_data(run_cfg)
+    val = pixels(run_cfg, layout, "val")
+    labels = np.asarray(val.split.labels)
+    # the teacher's accuracy is its saved weights' on the validation images (the cache's val_logits, recomputed here)
+    t_logits = np.load(tmp_path / "runs" / "tiny" / "cache" / "val_logits.npy")
+    assert s["teacher"]["name"] == "test_efficientnet"
+    assert s["teacher"]["val_acc"] == pytest.approx(float((t_logits.argmax(1) == labels).mean()))
+    assert s["student"]["params"] < 60_000
     assert s["submission"].endswith("tiny.csv")
     # submit measures its own inference on the validation split: the best checkpoint's accuracy again
     assert s["submit"]["tta"] is False and s["submit"]["val_acc"] == round(s["student"]["val_acc"], 4)
     assert main(["submit", "--config", str(cfg), "submit.tta=true"]) == 0, capsys.readouterr().err
     s = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
-    assert s["submit"]["tta"] is True and 0 <= s["submit"]["val_acc"] <= 1
+    # TTA's accuracy, by hand: the mean logits of each whole validation image and its mirror
+    model, meta = load_student(tmp_path / "runs" / "tiny" / "student", 60_000)
+    size = meta["img_size"]
+    x = np.stack([render_view(np.asarray(img), np.array([0, 0, img.shape[0], img.shape[0], 0], np.int32), size)
+                  for img in val.pixels])
+    xt = Normalize(meta["mean"], meta["std"])(torch.from_numpy(x))
+    with torch.inference_mode():
+        tta = (model.eval()(xt) + model(xt.flip(-1))) / 2
+    assert s["submit"]["tta"] is True
+    assert s["submit"]["val_acc"] == pytest.approx(round(float((tta.argmax(1).numpy() == labels).mean()), 4))
     assert pd.read_csv(tmp_path / "subs" / "tiny.csv", dtype=str)["Id"].tolist() == sub["Id"].tolist()
     for stage in ("teacher", "cache", "student"):
         assert (tmp_path / "runs" / "tiny" / stage / "config.yaml").is_file()
