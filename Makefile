@@ -38,7 +38,7 @@ UPLOAD := $(if $(filter 1 yes true,$(KAGGLE)),submit.upload=true,) $(if $(COMPET
 FORCED  = $(if $(and $(filter 1 yes true,$(FORCE)),$(filter $@,$(MAKECMDGOALS))),--force,)
 STAGES := teacher cache student submit export report params
 
-.PHONY: all setup test help $(STAGES) demo-data clean-run benchmarks food11-data mnist-data seeds
+.PHONY: all setup test help $(STAGES) demo-data clean-run benchmarks food11-data food11-unpack mnist-data seeds
 
 all: submit  ## (the default) every stage of CONFIG up to submit, then the run's table
 	@echo "submission: submissions/$(NAME).csv"
@@ -128,9 +128,14 @@ seeds: mnist-data  ## the tutorials' experiments beside their published numbers
 clean-run:  ## delete the whole run (runs/<name>/) and its submission
 	rm -rf $(RUN) submissions/$(NAME).csv
 
-# Food-11 for HW13 from Kaggle (needs credentials and network): data/food11
+# Food-11 for HW13 from Kaggle (needs credentials and network): data/food11, with or without the archive's
+# top-level Food-11/ folder (distil follows a data folder that holds a single folder with the layout inside)
+FOOD11 := data/food11
 food11-data: | $(STAMP)  ## download HW13's Food-11 from Kaggle into data/food11 (credentials needed)
-	mkdir -p data/food11
-	$(VENV)/bin/kaggle competitions download -c ml2023spring-hw13 -p data/food11
-	cd data/food11 && unzip -q -o '*.zip' && rm -f *.zip
-	@ls data/food11
+	mkdir -p $(FOOD11)
+	$(VENV)/bin/kaggle competitions download -c ml2023spring-hw13 -p $(FOOD11)
+	@$(MAKE) --no-print-directory food11-unpack
+
+food11-unpack:  ## unpack the archive(s) that food11-data downloaded into data/food11
+	cd $(FOOD11) && unzip -q -o '*.zip' && rm -f *.zip
+	@ls $(FOOD11)

@@ -6,7 +6,7 @@ file and the key (and suggests the closest valid key for a typo).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -101,9 +101,16 @@ class TeacherConfig(TrainConfig):
 
 
 class LossTerm(_Strict):
+    """One term of ``student.losses``: a registered loss, its weight and hyper-parameters, and for a loss on
+    feature maps (fitnet, at) the layers it reads: two hints at two layers are two terms."""
+
     name: str
     weight: float = Field(1.0, ge=0)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    layer: Optional[int] = Field(None, description="Teacher feature index of this term's map (fitnet, at); "
+                                 "default: cache.feature_layer")
+    student_layer: Optional[int] = Field(None, description="Student stage index of this term's map; default: "
+                                         "student.student_layer")
 
 
 class CacheConfig(_Strict):
@@ -117,7 +124,8 @@ class CacheConfig(_Strict):
     logits_dtype: Literal["float32", "float16"] = Field(
         "float32", description="Storage of the cached logits: float16 halves the cache (many views, many classes)")
     scale_min: float = Field(0.35, gt=0, le=1)
-    feature_layer: Optional[int] = Field(None, description="timm feature index cached for map losses (fitnet, at)")
+    feature_layer: Optional[int] = Field(None, description="timm feature index of the teacher's map for map losses "
+                                         "(fitnet, at) whose term names no layer of its own, and for cache.store")
     store: list[Literal["feat", "map"]] = Field(default_factory=list, description="Also cache these, whatever the losses need")
     batch_size: int = Field(128, ge=1)
     unlabeled: bool = Field(False, description="Also distil on the unlabelled evaluation images: the teacher's "
@@ -160,7 +168,8 @@ class StudentConfig(TrainConfig):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     budget: int = Field(60_000, ge=1)
     lr: float = Field(3e-3, gt=0)
-    kd: bool = Field(True, description="false: drop the terms that read the teacher (a no-teacher baseline)")
+    kd: bool = Field(True, description="false: drop every term that reads the teacher (kd, dkd, fitnet, ... not "
+                     "only kd): the no-teacher baseline of the same recipe")
     teacher_mode: Literal["cached", "online"] = "cached"
     losses: list[LossTerm] = Field(
         default_factory=lambda: [
@@ -169,7 +178,8 @@ class StudentConfig(TrainConfig):
         ],
         min_length=1,
     )
-    student_layer: int = Field(-2, description="Student stage index whose map feeds map losses")
+    student_layer: int = Field(-2, description="Student stage index whose map feeds map losses whose term names no "
+                               "student_layer of its own")
     feat_from: str = Field("pre_logits", description="The student's feat: pre_logits | pooled | flatten")
     view_sampling: Literal["random", "fresh"] = Field(
         "random", description="random: each epoch a random recorded view per image; fresh: each view once, in a "
@@ -225,6 +235,9 @@ class Config(_Strict):
     teacher_from: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
                                         description="Use runs/<teacher_from>/teacher instead of training one (share a teacher across recipes)")
     submissions_dir: str = "submissions"
+    tensorboard: Union[bool, Literal["auto"]] = Field(
+        "auto", description="TensorBoard event files beside each training stage's metrics.csv (the same scalars): "
+        "auto = when the tensorboard package is installed; true needs it (pip install tensorboard); false: none")
     data: DataConfig
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
@@ -234,28 +247,36 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _feature_layer(self) -> "Config":
         _check_mix(self.cache)
-        from .fields import field
-        from .losses import teacher_fields
+        if self.tensorboard is True:
+            from .tensorboard_events import available
 
-        terms = self.student.effective_losses()
-        wanted = set(self.cache.store).union(*(teacher_fields(t.name) for t in terms))
-        layered = sorted(n for n in wanted if field(n).needs_layer)
-        if layered and self.cache.feature_layer is None:
-            users = [t.name for t in terms if any(field(n).needs_layer for n in teacher_fields(t.name))]
-            raise ValueError(f"cache.feature_layer is not set, but {', '.join(users) or 'cache.store'} "
-                             f"need{'s' if len(users) == 1 else ''} the teacher's {', '.join(layered)}: "
-                             "set cache.feature_layer to a timm feature index of the teacher (e.g. 3)")
+            if not available():
+                raise ValueError("tensorboard is true but the tensorboard package is not installed: "
+                                 "pip install tensorboard, or set tensorboard: auto (writes the files when it is)")
+        from .losses.terms import bind, reads_map, teacher_specs
+
+        for i, t in enumerate(self.student.losses):
+            if (t.layer is not None or t.student_layer is not None) and not reads_map(t.name):
+                raise ValueError(f"student.losses.{i}: loss {t.name!r} reads no feature map: remove its layer and "
+                                 "student_layer")
+        terms = [bind(t, self, f"student.losses.{i}") for i, t in enumerate(self.student.effective_losses())]
+        if "map" in self.cache.store and self.cache.feature_layer is None:
+            raise ValueError("cache.feature_layer is not set, but cache.store needs the teacher's map: set "
+                             "cache.feature_layer to a timm feature index of the teacher (e.g. 3)")
+        specs = teacher_specs(self, terms, build=True)
         if self.cache.ensemble:
-            if wanted - {"logits"}:
+            extra = sorted(s.name for s in specs if s.kind != "logits")
+            if extra:
                 raise ValueError(f"cache.ensemble averages the teachers' logits only, but the losses or cache.store "
-                                 f"need the teacher's {', '.join(sorted(wanted - {'logits'}))}: drop the ensemble or "
-                                 "those terms")
+                                 f"need the teacher's {', '.join(extra)}: drop the ensemble or those terms")
             if self.student.teacher_mode == "online":
                 raise ValueError("cache.ensemble needs student.teacher_mode: cached (an online teacher is one model)")
-        if self.cache.feature_layer is not None and not self.teacher_from:
+        if not self.teacher_from:
             from .models.teacher import check_feature_layer
 
-            check_feature_layer(self.teacher.model, self.cache.feature_layer, self.teacher.img_size)
+            layers = {s.layer for s in specs if s.layer is not None} | ({self.cache.feature_layer} - {None})
+            for layer in sorted(layers):  # type: ignore[type-var]
+                check_feature_layer(self.teacher.model, layer, self.teacher.img_size)
         return self
 
     # ---- derived paths -------------------------------------------------

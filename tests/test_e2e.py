@@ -1,9 +1,17 @@
 """All stages, end to end, on generated images through the CLI entry point."""
 import json
 
+import numpy as np
 import pandas as pd
+import pytest
+import torch
 
 from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.data import open_data, pixels
+from pipeline.data.datasets import Normalize
+from pipeline.data.views import render_view
+from pipeline.models import load_student
 from tests.conftest import tiny_config
 
 
@@ -16,14 +24,30 @@ def test_teacher_cache_student_submit(tmp_path, hw13, capsys):
     assert sub["Id"].tolist() == [f"{i:04d}" for i in range(6)]
     assert set(sub["Category"]) <= {"0", "1", "2"}
     s = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
-    assert s["teacher"]["name"] == "test_efficientnet" and 0 <= s["teacher"]["val_acc"] <= 1
-    assert s["student"]["params"] < 60_000 and 0 <= s["student"]["val_acc"] <= 1
+    run_cfg = load_config(cfg)
+    layout = open_data(run_cfg)
+    val = pixels(run_cfg, layout, "val")
+    labels = np.asarray(val.split.labels)
+    # the teacher's accuracy is its saved weights' on the validation images (the cache's val_logits, recomputed here)
+    t_logits = np.load(tmp_path / "runs" / "tiny" / "cache" / "val_logits.npy")
+    assert s["teacher"]["name"] == "test_efficientnet"
+    assert s["teacher"]["val_acc"] == pytest.approx(float((t_logits.argmax(1) == labels).mean()))
+    assert s["student"]["params"] < 60_000
     assert s["submission"].endswith("tiny.csv")
     # submit measures its own inference on the validation split: the best checkpoint's accuracy again
     assert s["submit"]["tta"] is False and s["submit"]["val_acc"] == round(s["student"]["val_acc"], 4)
     assert main(["submit", "--config", str(cfg), "submit.tta=true"]) == 0, capsys.readouterr().err
     s = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
-    assert s["submit"]["tta"] is True and 0 <= s["submit"]["val_acc"] <= 1
+    # TTA's accuracy, by hand: the mean logits of each whole validation image and its mirror
+    model, meta = load_student(tmp_path / "runs" / "tiny" / "student", 60_000)
+    size = meta["img_size"]
+    x = np.stack([render_view(np.asarray(img), np.array([0, 0, img.shape[0], img.shape[0], 0], np.int32), size)
+                  for img in val.pixels])
+    xt = Normalize(meta["mean"], meta["std"])(torch.from_numpy(x))
+    with torch.inference_mode():
+        tta = (model.eval()(xt) + model(xt.flip(-1))) / 2
+    assert s["submit"]["tta"] is True
+    assert s["submit"]["val_acc"] == pytest.approx(round(float((tta.argmax(1).numpy() == labels).mean()), 4))
     assert pd.read_csv(tmp_path / "subs" / "tiny.csv", dtype=str)["Id"].tolist() == sub["Id"].tolist()
     for stage in ("teacher", "cache", "student"):
         assert (tmp_path / "runs" / "tiny" / stage / "config.yaml").is_file()
@@ -44,7 +68,7 @@ def test_feature_losses_and_online_teacher_run(tmp_path, hw13, capsys):
     for stage in ("teacher", "cache", "student"):
         assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
     man = json.loads((tmp_path / "runs" / "tiny" / "cache" / "manifest.json").read_text())
-    assert man["contents"]["stored"] == ["feat", "logits", "map"]
+    assert man["contents"]["stored"] == ["feat", "logits", "map@3"]
     metrics = (tmp_path / "runs" / "tiny" / "student" / "metrics.csv").read_text()
     for name in ("train_cosine", "train_fitnet", "train_rkd", "train_dm", "train_at", "train_dkd", "train_dist"):
         assert name in metrics
@@ -53,6 +77,22 @@ def test_feature_losses_and_online_teacher_run(tmp_path, hw13, capsys):
     assert main(["student", "--config", str(cfg), "student.teacher_mode=online", "runs_dir=" + str(tmp_path / "r2")]) != 0
     # online mode with its own run dir needs a teacher there: the error says how to get one
     assert "teacher" in capsys.readouterr().err
+
+
+def test_a_second_fitnet_hint_at_another_layer_is_one_more_term(tmp_path, hw13, capsys):
+    """Two hints are two terms, each with its layer: the cache holds both maps, the student trains both, each with
+    its own regressor from its own student stage, and the online teacher gives the same two."""
+    losses = [{"name": "ce"}, {"name": "fitnet", "layer": 2, "student_layer": -3}, {"name": "fitnet", "layer": 3}]
+    cfg = tiny_config(tmp_path, hw13, student={"losses": losses, "epochs": 1})
+    for stage in ("teacher", "cache", "student"):
+        assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
+    run = tmp_path / "runs" / "tiny"
+    man = json.loads((run / "cache" / "manifest.json").read_text())
+    assert man["contents"]["stored"] == ["logits", "map@2", "map@3"]
+    assert man["shapes"]["map@2"][2] != man["shapes"]["map@3"][2]  # two layers: two channel counts
+    header = (run / "student" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train_fitnet" in header and "train_fitnet_2" in header
+    assert main(["student", "--config", str(cfg), "student.teacher_mode=online", "student.resume=never"]) == 0
 
 
 def test_ce_only_baseline_needs_no_cache(tmp_path, hw13, capsys):

@@ -32,6 +32,7 @@ def build_engine(cfg: "Config", rd: "RunDir", stage: str, out: Path, module: "nn
     ``inputs``; ``on_best(row)`` writes the deployable model to ``out``; the run's callbacks get every epoch."""
     from ..engine import Engine
     from ..models.artifacts import artifact_ok
+    from ..tensorboard_events import callbacks_for
 
     sec = getattr(cfg, stage)
     return Engine(module=module, loader=train_dl, val_loader=val_dl, optimizer=optimizer, scheduler=scheduler,
@@ -40,7 +41,8 @@ def build_engine(cfg: "Config", rd: "RunDir", stage: str, out: Path, module: "nn
                   best_ok=lambda: artifact_ok(out, stage), inputs=inputs, rerun_cmd=rd.command(stage, force=True),
                   precision=precision, resume=sec.resume == "auto" and not rd.force,
                   max_steps_per_epoch=sec.max_steps_per_epoch, resume_cmd=rd.command(stage), sync_bn=sec.sync_bn,
-                  compile=sec.compile, ema_decay=sec.ema, callbacks=list(rd.callbacks))
+                  compile=sec.compile, ema_decay=sec.ema,
+                  callbacks=[*rd.callbacks, *callbacks_for(cfg.tensorboard, out, sec.epochs)])
 
 
 def pipeline_order() -> list[str]:
