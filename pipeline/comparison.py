@@ -37,8 +37,8 @@ def _fmt(ci: Optional[tuple[float, float]]) -> str:
 
 
 def compare(runs: Sequence[str]) -> str:
-    """The table of ``runs`` (run folders); ``vs best``: ``best``, ``~best`` (its 95% interval overlaps the
-    best run's: the validation images cannot tell them apart) or blank."""
+    """The table of ``runs`` (run folders); ``vs best``: ``best``, ``~best`` (the 95% interval of its difference
+    from the best run holds 0: the validation images cannot tell them apart, see confidence.difference) or blank."""
     read = [_read(r) for r in runs]
     accs = [float(s["student"].get("val_acc", float("nan"))) if s else float("nan") for s, _ in read]
     cis = [interval_of(s["student"]) if s else None for s, _ in read]

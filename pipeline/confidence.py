@@ -46,20 +46,27 @@ def interval_of(section: Any) -> Optional[tuple[float, float]]:
     return None
 
 
+def difference(a: float, ci_a: tuple[float, float], b: float, ci_b: tuple[float, float]) -> tuple[float, float]:
+    """95% interval of the difference ``a - b`` of two accuracies from their Wilson intervals (Newcombe's hybrid
+    score method, 1998: no other statistics needed, so it works from two ``summary.json`` records).
+
+    It treats the two validation sets as independent; two runs scored on the same images are positively
+    correlated, which makes this interval a little wider (more cautious) than a paired test's."""
+    (la, ua), (lb, ub) = ci_a, ci_b
+    d = a - b
+    return d - math.sqrt((a - la) ** 2 + (ub - b) ** 2), d + math.sqrt((ua - a) ** 2 + (b - lb) ** 2)
+
+
 def indistinguishable(intervals: Sequence[Optional[tuple[float, float]]], accs: Sequence[float]) -> list[str]:
     """For runs with accuracies ``accs`` and 95% intervals: ``"best"`` for the most accurate run, ``"~best"`` for
-    each run whose interval overlaps the best one's (the validation set cannot tell it from the best), ``""``
-    for the rest and for runs without an interval or accuracy.
-
-    Overlapping 95% intervals is a conservative test (a difference it calls real is real at well under 5%);
-    two runs scored on the same images can be told apart more finely from their per-image predictions."""
+    each run whose difference from the best has a 95% interval (``difference``) that holds 0 (the validation
+    images cannot tell it from the best), ``""`` for the rest and for runs without an interval or accuracy."""
     marks = [""] * len(accs)
     valid = [i for i, a in enumerate(accs) if a == a and intervals[i] is not None]
     if not valid:
         return marks
     best = max(valid, key=lambda i: accs[i])
-    blo, bhi = intervals[best]  # type: ignore[misc]
     for i in valid:
-        lo, hi = intervals[i]  # type: ignore[misc]
-        marks[i] = "best" if i == best else ("~best" if lo <= bhi and blo <= hi else "")
+        lo, _ = difference(accs[best], intervals[best], accs[i], intervals[i])  # type: ignore[arg-type]
+        marks[i] = "best" if i == best else ("~best" if lo <= 0 else "")
     return marks

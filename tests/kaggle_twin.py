@@ -234,3 +234,34 @@ def accuracy_score(answers: dict[str, str]) -> Callable[[bytes], Optional[str]]:
         right = sum(1 for r in rows if len(r) == 2 and answers.get(r[0]) == r[1])
         return f"{right / max(1, len(answers)):.5f}"
     return score
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """``python -m tests.kaggle_twin [--fail KIND]``: serve until Ctrl-C and print the environment that points the
+    kaggle client (and so ``distil submit --upload``) at the twin, for trying the upload path by hand."""
+    import argparse
+    import time
+
+    p = argparse.ArgumentParser(prog="python -m tests.kaggle_twin", description=main.__doc__)
+    p.add_argument("--competition", default="ml2023spring-hw13")
+    p.add_argument("--fail", choices=sorted(FAILURES), default=None, help="answer every upload with this failure")
+    p.add_argument("--answers", default=None, help="Id,Category CSV of the public split's labels: uploads are scored")
+    args = p.parse_args(argv)
+    score = None
+    if args.answers:
+        rows = [line.split(",") for line in Path(args.answers).read_text().splitlines()[1:] if line]
+        score = accuracy_score({r[0]: r[1] for r in rows})
+    with KaggleTwin(competitions={args.competition}, score=score) as twin:
+        twin.fail = args.fail
+        print(f"Kaggle twin on {twin.url} (competition {args.competition}); in another shell:", flush=True)
+        print(f"export KAGGLE_API_ENVIRONMENT=LOCALHOST http_proxy={twin.url} KAGGLE_USERNAME={twin.username} "
+              f"KAGGLE_KEY={twin.key} KAGGLE_CONFIG_DIR=$(mktemp -d)", flush=True)
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print(f"received {len(twin.uploads)} upload(s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from pipeline.cli import main
-from pipeline.confidence import accuracy_interval, indistinguishable, interval_of, wilson
+from pipeline.confidence import accuracy_interval, difference, indistinguishable, interval_of, wilson
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (10, 10), (81, 100), (3, 7), (500, 1000), (1, 1)])
@@ -38,10 +38,21 @@ def test_interval_of_reads_or_derives_the_summary_interval():
     assert interval_of({"val_acc": 0.8}) is None and interval_of("x") is None
 
 
-def test_runs_whose_intervals_overlap_the_best_are_marked():
-    accs = [0.80, 0.78, 0.60, float("nan"), 0.79]
-    cis = [(0.75, 0.85), (0.73, 0.83), (0.55, 0.65), None, None]
+def test_difference_interval_is_newcombes_published_example():
+    """Newcombe (1998), Statistics in Medicine 17:873, the example 56/70 - 48/80: method 10 gives 0.0524 to 0.3339."""
+    lo, hi = difference(56 / 70, wilson(56, 70), 48 / 80, wilson(48, 80))
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+
+
+def test_runs_the_validation_set_cannot_tell_from_the_best_are_marked():
+    accs = [0.80, 0.78, 0.70, float("nan"), 0.79]
+    cis = [tuple(accuracy_interval(a, 300)) for a in accs[:3]] + [None, None]
     assert indistinguishable(cis, accs) == ["best", "~best", "", "", ""]
+    # the same two accuracies on 30 images: no longer told apart
+    assert indistinguishable([tuple(accuracy_interval(a, 30)) for a in (0.8, 0.7)], [0.8, 0.7]) == ["best", "~best"]
+    # 50/60 against 38/60: the intervals overlap, yet the difference's interval excludes 0 (overlap is too cautious)
+    cis = [tuple(accuracy_interval(a, 60)) for a in (50 / 60, 38 / 60)]
+    assert cis[1][1] > cis[0][0] and indistinguishable(cis, [50 / 60, 38 / 60]) == ["best", ""]
 
 
 def _summary(root, name, acc, n):
