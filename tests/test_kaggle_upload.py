@@ -129,6 +129,7 @@ def _files_text(*folders: Path) -> str:
     return "".join(p.read_bytes().decode("utf-8", "replace") for f in folders for p in Path(f).rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_distil_submit_upload_sends_the_csv_and_names_the_run(trained, twin, tmp_path):
     root = trained.parent
     out = distil(_env(twin, tmp_path), "submit", "--config", str(trained), "--upload")
