@@ -226,9 +226,9 @@ def test_distil_submissions_puts_kaggle_beside_the_local_runs(at_twin, tmp_path,
     assert len(rows) == 3  # newest first
     assert rows[0][0] == "| 2026-05-01 14:00" and rows[0][3:5] == ["pending", "-"]
     assert rows[1][1:5] == ["try \\| run=b config=configs/b.yaml", "0.80000", "complete", "b (by name)"]
-    assert rows[1][5:] == ["0.7000", "[0.6500, 0.7500]", "no, above |"]
+    assert rows[1][5:] == ["0.7000", "[0.6500, 0.7500]", "no, above", "|"]  # worse than a: no mark
     # matched exactly by the recorded upload: that upload's accuracy, not the run's later one
-    assert rows[2][2:8] == ["0.82000", "complete", "a", "0.8100", "[0.7800, 0.8400]", "yes |"]
+    assert rows[2][2:] == ["0.82000", "complete", "a", "0.8100", "[0.7800, 0.8400]", "yes", "best |"]
     assert KEY not in out + err
 
 
