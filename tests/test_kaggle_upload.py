@@ -183,6 +183,15 @@ def test_each_refusal_is_one_line_saying_what_to_do_and_the_csv_is_kept(trained,
     assert KEY not in text and wrong not in text
 
 
+def test_no_answer_at_all_says_check_the_network(trained, at_twin, capsys):
+    twin = at_twin()
+    twin.__exit__(None, None, None)  # the server is gone: the proxy refuses connections, as a dead network does
+    assert main(["submit", "--config", str(trained), "--upload"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "could not reach Kaggle" in err and "check the network connection" in err, err
+    assert (trained.parent / "subs" / "tiny.csv").is_file()
+
+
 @pytest.mark.slow
 def test_make_submit_kaggle_uploads_through_the_twin(trained, twin, tmp_path):
     """``make submit KAGGLE=1`` on the tiny run: every stage (reused) is asked for the upload, submit uploads."""
