@@ -7,7 +7,8 @@
 * ``off``: nothing.
 
 ``auto`` is ``bar`` in a notebook (an IPython kernel) or when stderr is a terminal, ``off`` under CI (``CI`` set, as
-GitHub Actions, GitLab and most runners set it), and ``lines`` otherwise (stderr to a file or a pipe).
+GitHub Actions, GitLab and most runners set it), and ``lines`` otherwise (stderr to a file or a pipe). With several
+processes (DDP) only rank 0 shows progress, whatever the mode.
 """
 from __future__ import annotations
 
@@ -96,5 +97,7 @@ class _Lines:
 
 
 def progress(it: Iterable[T], desc: str, total: Optional[int] = None, **kw: Any) -> Iterable[T]:
-    """``it`` with progress shown the way ``mode()`` says; the items are ``it``'s, unchanged."""
-    return MODES.get(mode())(it, desc, total, **kw)
+    """``it`` with progress shown the way ``mode()`` says (on rank 0 only); the items are ``it``'s, unchanged."""
+    from . import distributed
+
+    return MODES.get(mode() if distributed.is_main() else "off")(it, desc, total, **kw)

@@ -84,3 +84,14 @@ def test_lines_mode_yields_the_items_and_stops_early(plain):
         if x == 4:
             break
     assert out == [0, 1, 2, 3, 4]
+
+
+def test_only_rank_0_shows_progress(plain, monkeypatch):
+    from pipeline import distributed
+
+    plain.setenv("DISTIL_PROGRESS", "bar")
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    it = [1, 2]
+    assert P.progress(it, "x") is it
+    monkeypatch.setattr(distributed, "rank", lambda: 0)
+    assert isinstance(P.progress(it, "x"), auto_tqdm)
