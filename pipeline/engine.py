@@ -28,6 +28,7 @@ from .atomic import remove_stale_temps, write_text
 from .checkpoint import CheckpointSaver, ResumeError, rng_state, set_rng_state
 from .optim import adamw, cosine_schedule, optimization  # noqa: F401 - re-exported
 from .precision import Precision
+from .predict import predict
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,9 @@ class Engine:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaled)
         self.epoch, self.batch, self.global_step, self.best = 0, 0, 0, -math.inf
         self.epochs_run = 0  # epochs trained by this process (0: everything came from last.pt)
-        self.model: nn.Module = self.module
+        # what the steps call: ``module`` itself, or wrapped by DDP and/or torch.compile in ``fit`` (``module`` stays the
+        # raw trainable net: state, EMA, validation and checkpoints read it)
+        self.wrapped: nn.Module = self.module
         self.ema: Optional[dict[str, Tensor]] = None
         if self.ema_decay is not None:
             self.ema = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
@@ -209,9 +212,9 @@ class Engine:
                 log.info("resumed from %s at epoch %d batch %d", self.saver.last, self.epoch, self.batch)
         if distributed.is_main():  # only now that the checkpoint was accepted: a refused run leaves the old record
             write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
-        self.model = distributed.wrap(self.module, self.sync_bn)
+        self.wrapped = distributed.wrap(self.module, self.sync_bn)
         if self.compile:
-            self.model = torch.compile(self.model)
+            self.wrapped = torch.compile(self.wrapped)
         with _signals() as caught:
             while self.epoch < self.epochs:
                 self._run_epoch(caught)
@@ -237,7 +240,7 @@ class Engine:
     def _train_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         batch = {**batch, "epoch": torch.tensor(float(self.epoch))}  # for losses with a schedule (DKD warm-up)
         with self.precision.autocast():
-            terms = self.model(to_device(batch, self.dev))
+            terms = self.wrapped(to_device(batch, self.dev))
         loss = terms["loss"]
         if not distributed.all_true(bool(torch.isfinite(loss.detach()))):
             vals = {k: float(v.detach()) for k, v in terms.items()}
@@ -255,18 +258,12 @@ class Engine:
             self._update_ema()
         return terms
 
-    @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Top-1 accuracy of ``module.logits`` on the validation shard of every rank, summed over ranks."""
         self.module.eval()
-        correct = total = 0
-        for batch in self.val_loader:
-            with self.precision.autocast():
-                logits = self.module.logits(batch["image"].to(self.dev, non_blocking=True))
-            target = batch["target"].to(self.dev)
-            correct += int((logits.argmax(1) == target).sum())
-            total += len(target)
-        correct, total = distributed.all_sum([correct, total])
+        logits, target = predict(self.module.logits, self.val_loader, None, self.dev,
+                                 autocast=self.precision.autocast, desc=None)
+        correct, total = distributed.all_sum([int((logits.argmax(1) == target).sum()) if len(target) else 0, len(target)])
         return {"val_acc": correct / total if total else float("nan")}
 
     def _run_epoch(self, caught: list[int]) -> None:

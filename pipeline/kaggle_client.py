@@ -62,7 +62,8 @@ def explain(exc: BaseException, competition: str) -> tuple[str, str]:
     import requests
 
     status = getattr(getattr(exc, "response", None), "status_code", None)
-    msg = " ".join(str(exc).split())[:300] or type(exc).__name__
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    msg = msg if len(msg) <= 200 else msg[:197] + "..."  # requests' connection errors run to 500 characters
     if status is None and not isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return FALLBACK.name, f"the kaggle client failed: {type(exc).__name__}: {msg}"
     f = next(f for f in UPLOAD_FAILURES if f.matches(status, msg))

@@ -4,8 +4,9 @@ score, status) beside the local runs they came from, as a Markdown table.
 A submission is matched to a run by its description: exactly, against the uploads the submit stage recorded
 (``runs/<name>/submit/uploads.json``: that upload's validation accuracy and interval), or else by the
 ``run=<name>`` the description carries (``runs/<name>/summary.json``: the run's current submit/student
-accuracy). ``public in val 95%``: whether the public score lies inside the run's validation interval; a score
-outside it says the public split and the validation images disagree more than chance explains.
+accuracy). ``public in val 95%``: whether the public score lies inside the run's validation interval (a score
+far outside it: the public split and the validation images disagree more than chance explains); ``vs best
+(val)``: ``best``/``~best`` as in ``distil compare``, among the submissions' runs (the shortlist to choose from).
 """
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from .confidence import interval_of
+from .confidence import indistinguishable, interval_of
 
 RUN = re.compile(r"\brun=(\S+)")
-HEADER = ["| date (UTC) | description | public score | status | run | val acc | val 95% interval | public in val 95% |",
-          "|---|---|---|---|---|---|---|---|"]
+HEADER = ["| date (UTC) | description | public score | status | run | val acc | val 95% interval | public in val 95% "
+          "| vs best (val) |",
+          "|---|---|---|---|---|---|---|---|---|"]
 
 
 def _json(p: Path) -> Any:
@@ -71,17 +73,19 @@ def _inside(score: str, ci: Optional[tuple[float, float]]) -> str:
 def table(submissions: list[dict[str, Any]], runs_dir: Path) -> str:
     """The Markdown table of ``submissions`` (from ``kaggle_client.submissions``) beside the runs in ``runs_dir``."""
     uploads = local_uploads(runs_dir)
+    matched = [match(s.get("description", ""), uploads, runs_dir) for s in submissions]
+    marks = indistinguishable([ci for _, _, ci in matched],
+                              [float(acc) if isinstance(acc, (int, float)) else float("nan") for _, acc, _ in matched])
     rows = list(HEADER)
-    for s in submissions:
+    for s, (run, acc, ci), mark in zip(submissions, matched, marks):
         desc = s.get("description", "")
-        run, acc, ci = match(desc, uploads, runs_dir)
         score = str(s.get("public_score") or "")
         rows.append("| " + " | ".join([
             s.get("date", ""), desc.replace("|", "\\|"), score or "-", s.get("status", ""), run,
             f"{acc:.4f}" if isinstance(acc, (int, float)) else "-",
-            f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-", _inside(score, ci)]) + " |")
+            f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-", _inside(score, ci), mark]) + " |")
     if not submissions:
-        rows.append("| (no submissions yet) | | | | | | | |")
+        rows.append("| (no submissions yet) | | | | | | | | |")
     return "\n".join(rows)
 
 

@@ -122,7 +122,7 @@ def write_array(path: Path, shape: tuple[int, ...], dtype: Any) -> Iterator[np.n
 
 
 @dataclass
-class TeacherCache:
+class CacheReader:
     """An opened cache: ``views`` (N, K, 5), ``arrays[spec name]`` (N, K, ...) memory-mapped."""
 
     folder: Path
@@ -179,7 +179,7 @@ def is_valid(folder: Path, key: dict[str, Any], specs: list[FieldSpec]) -> bool:
             and _check_files(folder, man) is None)
 
 
-def load_cache(folder: Path, key: dict[str, Any], specs: list[FieldSpec], rebuild_cmd: str) -> TeacherCache:
+def load_cache(folder: Path, key: dict[str, Any], specs: list[FieldSpec], rebuild_cmd: str) -> CacheReader:
     """Open the cache in ``folder`` if its manifest matches ``key`` and holds ``specs``; else raise ``StaleCacheError``."""
     man = read_manifest(folder)
     how = f"Rebuild it with: {rebuild_cmd}"
@@ -198,7 +198,7 @@ def load_cache(folder: Path, key: dict[str, Any], specs: list[FieldSpec], rebuil
         raise StaleCacheError(f"teacher cache {folder} is incomplete: {problem}. {how}")
     arrays = {sp.name: _open(folder / f"{sp.name}.npy") for sp in specs}
     val = folder / "val_logits.npy"
-    return TeacherCache(folder, man, np.load(folder / "views.npy"), arrays,
+    return CacheReader(folder, man, np.load(folder / "views.npy"), arrays,
                         np.load(val) if val.is_file() and "val_logits" in man["shapes"] else None,
                         np.load(folder / "mixes.npy") if "mixes" in man["shapes"] else None)
 

@@ -151,7 +151,7 @@ PREFIX = "teacher."  # batch keys of cached outputs
 class CachedTeacher(TeacherOutputs):
     """The teacher's recorded outputs: read per item from the memory-mapped cache, collated into the batch."""
 
-    def __init__(self, cache: teacher_cache.TeacherCache, specs: list[FieldSpec], key: str):
+    def __init__(self, cache: teacher_cache.CacheReader, specs: list[FieldSpec], key: str):
         self.cache, self.specs, self.key = cache, list(specs), key
         self.views, self.mixes = cache.views, cache.mixes
         self.dims = {s.name: int(cache.arrays[s.name].shape[2]) for s in self.specs}

@@ -64,6 +64,7 @@ def test_the_api_leaves_a_callers_logging_alone(no_logging):
     assert logging.getLogger().handlers == [mine]
 
 
+@pytest.mark.slow
 def test_version_is_the_packages():
     out = subprocess.run([sys.executable, "-m", "pipeline", "--version"], cwd=REPO_ROOT, capture_output=True,
                          text=True, check=True, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})

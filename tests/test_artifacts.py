@@ -36,6 +36,7 @@ def test_a_checkpoint_holding_a_pickled_object_is_refused_not_run(tmp_path, hw13
     assert marker.exists()
 
 
+@pytest.mark.slow
 def test_the_deployable_student_is_safetensors_and_json(tmp_path, hw13, capsys):
     cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 2})
     assert main(["student", "--config", str(cfg)]) == 0, capsys.readouterr().err
@@ -61,6 +62,7 @@ def test_the_deployable_student_is_safetensors_and_json(tmp_path, hw13, capsys):
     assert "student.safetensors" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bf16_autocast_runs_every_stage_on_the_cpu(tmp_path, hw13, capsys, monkeypatch):
     """``amp: bf16`` forces the autocast path this CPU may not pick under ``auto``: the teacher's training, the
     cache's teacher and the student's training really compute in bfloat16 (their outputs' dtype, seen here)."""

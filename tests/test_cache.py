@@ -28,6 +28,7 @@ def test_cache_holds_teacher_outputs_per_view(built):
     assert man["key"]["teacher_sha256"] and len(man["files"]) == n and "torch" in man["versions"]
 
 
+@pytest.mark.slow
 def test_changed_teacher_is_refused_with_rebuild_hint(built, capsys):
     cfg = load_config(built)
     from safetensors.torch import load_file, save_file
@@ -84,6 +85,7 @@ def test_cached_logits_equal_an_online_forward(built):
     np.testing.assert_allclose(out[0].numpy(), c.arrays['logits'][i, v], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cache_for_other_losses_is_refused_then_superset_accepted(built, capsys):
     cfg, key, need = _key(built, "student.losses=[{name: cosine}]")
     with pytest.raises(StaleCacheError, match="does not hold feat"):
@@ -98,6 +100,7 @@ def test_cache_for_other_losses_is_refused_then_superset_accepted(built, capsys)
         load_cache(cfg2.run_dir / "cache", key2, need2, "rebuild")
 
 
+@pytest.mark.slow
 def test_unlabelled_images_join_the_cache_after_the_training_rows(built, capsys):
     cfg, key, need = _key(built)
     before = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
@@ -133,6 +136,7 @@ def test_unlabelled_images_need_an_evaluation_folder(built, capsys):
     assert "cache.unlabeled" in err and "evaluation" in err
 
 
+@pytest.mark.slow
 def test_ensemble_cache_is_the_mean_of_its_teachers_and_is_keyed_on_all_of_them(built, tmp_path):
     """cache.ensemble: the cache holds the mean of the teachers' logits (each at its own image size); replacing
     one member's weights makes the cache stale; feature losses and an online teacher are refused at load."""
@@ -187,6 +191,7 @@ def test_ensemble_cache_is_the_mean_of_its_teachers_and_is_keyed_on_all_of_them(
         load_config(ens, ["student.teacher_mode=online"])
 
 
+@pytest.mark.slow
 def test_onnxruntime_backend_caches_what_torch_caches(built, tmp_path):
     """cache.backend: onnxruntime exports the teacher with every stored field as an output; its cache matches
     PyTorch's to float rounding, and a student trains from it."""

@@ -15,6 +15,7 @@ from pipeline.models import load_student
 from tests.conftest import tiny_config
 
 
+@pytest.mark.slow
 def test_teacher_cache_student_submit(tmp_path, hw13, capsys):
     cfg = tiny_config(tmp_path, hw13)
     for stage in ("teacher", "cache", "student", "submit"):
@@ -61,6 +62,7 @@ def test_teacher_cache_student_submit(tmp_path, hw13, capsys):
         assert after[kept] == before[kept]
 
 
+@pytest.mark.slow
 def test_feature_losses_and_online_teacher_run(tmp_path, hw13, capsys):
     losses = [{"name": "ce"}, {"name": "kd"}, {"name": "cosine"}, {"name": "fitnet"}, {"name": "rkd"},
               {"name": "dm"}, {"name": "at"}, {"name": "dkd"}, {"name": "dist", "kwargs": {"standardize": True}}]
@@ -79,6 +81,7 @@ def test_feature_losses_and_online_teacher_run(tmp_path, hw13, capsys):
     assert "teacher" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_second_fitnet_hint_at_another_layer_is_one_more_term(tmp_path, hw13, capsys):
     """Two hints are two terms, each with its layer: the cache holds both maps, the student trains both, each with
     its own regressor from its own student stage, and the online teacher gives the same two."""
@@ -126,6 +129,7 @@ def test_config_typo_fails_before_training(tmp_path, hw13, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_recipe_can_share_another_runs_teacher(tmp_path, built, capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("base: tiny.yaml\nteacher_from: tiny\nstudent: {epochs: 1}\n")
@@ -167,6 +171,7 @@ def test_submit_without_evaluation_folder_is_explained(tmp_path, hw13, capsys):
     assert "no evaluation/ (or test/) folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_label_only_loss_needs_no_teacher_and_kd_false_keeps_it(tmp_path, hw13, capsys):
     """Whether a teacher is needed is read off the losses' signatures: focal reads only labels."""
     from pipeline.config import load_config

@@ -148,6 +148,7 @@ def test_metrics_csv_and_best_hook(tmp_path):
     assert last["config"] == {"x": 1} and last["epoch"] == 3
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_cli_run_saves_and_says_how_to_resume(tmp_path, hw13):
     """A real process: SIGTERM mid-training -> last.pt saved, exit 128+15, message with the resume command;
     running the same command again resumes and finishes."""

@@ -42,3 +42,33 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
     res = subprocess.run([sys.executable, "-c", SCRIPT, *modules()], cwd=REPO_ROOT, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, f"modules that do not import alone:\n{res.stdout}{res.stderr[-2000:]}"
+
+
+def _imported_modules(path) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            out.add("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_the_teacher_cache_knows_files_not_losses():
+    """The cache module is told which outputs to hold (field specs); it never reads the loss configuration."""
+    mods = _imported_modules(REPO_ROOT / "pipeline" / "teacher_cache.py")
+    assert not [m for m in mods if "losses" in m], mods
+
+
+def test_stages_reach_teacher_outputs_through_one_object():
+    """No stage assembles cache keys, views or field lists itself: the student stage calls ``open_teacher``, the
+    cache stage ``teacher_cache.plan``."""
+    import re
+
+    for path in sorted((REPO_ROOT / "pipeline" / "stages").glob("*.py")):
+        text = path.read_text()
+        for name in ("needed", "views_for", "mixes_for", "recorded_views", "expected_key", "cache_key", "load_cache"):
+            assert not re.search(rf"\b{name}\(", text), f"{path.name} calls {name}()"

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from pipeline.config import REPO_ROOT
 from tests.conftest import make_hw13, tiny_config
@@ -32,6 +33,7 @@ def substitute(code: str, values: dict[str, str]) -> tuple[str, set[str]]:
     return re.sub(rf"^({'|'.join(SETTINGS)}) = .*$", repl, code, flags=re.M), done
 
 
+@pytest.mark.slow
 def test_the_notebook_guide_runs_as_written(tmp_path, monkeypatch, capsys):
     data = make_hw13(tmp_path / "data")
     config = tiny_config(tmp_path, data)
@@ -61,6 +63,7 @@ def test_the_notebook_guide_runs_as_written(tmp_path, monkeypatch, capsys):
     assert "submission: " + str(csv) in printed
 
 
+@pytest.mark.slow
 def test_the_readmes_notebook_section_runs_as_written(tmp_path, monkeypatch):
     data = make_hw13(tmp_path / "data")
     config = tiny_config(tmp_path, data)
@@ -78,6 +81,7 @@ def test_the_readmes_notebook_section_runs_as_written(tmp_path, monkeypatch):
     assert (out / "submissions" / "tiny.csv").is_file()
 
 
+@pytest.mark.slow
 def test_the_readmes_python_section_runs_as_written(built, monkeypatch):
     """Its example trains a student beside the demo's (teacher and cache done, as after ``make``); here on the
     tiny run, whose config takes the place of configs/demo.yaml."""

@@ -129,6 +129,7 @@ def _files_text(*folders: Path) -> str:
     return "".join(p.read_bytes().decode("utf-8", "replace") for f in folders for p in Path(f).rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_distil_submit_upload_sends_the_csv_and_names_the_run(trained, twin, tmp_path):
     root = trained.parent
     out = distil(_env(twin, tmp_path), "submit", "--config", str(trained), "--upload")
@@ -183,6 +184,15 @@ def test_each_refusal_is_one_line_saying_what_to_do_and_the_csv_is_kept(trained,
     assert KEY not in text and wrong not in text
 
 
+def test_no_answer_at_all_says_check_the_network(trained, at_twin, capsys):
+    twin = at_twin()
+    twin.__exit__(None, None, None)  # the server is gone: the proxy refuses connections, as a dead network does
+    assert main(["submit", "--config", str(trained), "--upload"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "could not reach Kaggle" in err and "check the network connection" in err, err
+    assert (trained.parent / "subs" / "tiny.csv").is_file()
+
+
 @pytest.mark.slow
 def test_make_submit_kaggle_uploads_through_the_twin(trained, twin, tmp_path):
     """``make submit KAGGLE=1`` on the tiny run: every stage (reused) is asked for the upload, submit uploads."""
@@ -226,9 +236,9 @@ def test_distil_submissions_puts_kaggle_beside_the_local_runs(at_twin, tmp_path,
     assert len(rows) == 3  # newest first
     assert rows[0][0] == "| 2026-05-01 14:00" and rows[0][3:5] == ["pending", "-"]
     assert rows[1][1:5] == ["try \\| run=b config=configs/b.yaml", "0.80000", "complete", "b (by name)"]
-    assert rows[1][5:] == ["0.7000", "[0.6500, 0.7500]", "no, above |"]
+    assert rows[1][5:] == ["0.7000", "[0.6500, 0.7500]", "no, above", "|"]  # worse than a: no mark
     # matched exactly by the recorded upload: that upload's accuracy, not the run's later one
-    assert rows[2][2:8] == ["0.82000", "complete", "a", "0.8100", "[0.7800, 0.8400]", "yes |"]
+    assert rows[2][2:] == ["0.82000", "complete", "a", "0.8100", "[0.7800, 0.8400]", "yes", "best |"]
     assert KEY not in out + err
 
 

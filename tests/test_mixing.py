@@ -31,6 +31,7 @@ def test_mixes_never_touch_view_0_never_pair_an_image_with_itself_and_lam_is_the
         assert own_share == pytest.approx(row[2], abs=0.07)  # CutMix: up to the box's pixel rounding
 
 
+@pytest.mark.slow
 def test_the_teacher_is_cached_on_the_mixed_image_the_student_replays(built, tmp_path):
     over = ["cache.mix=cutmix", "cache.mix_prob=1.0", "cache.views=3"]
     assert main(["cache", "--config", str(built), *over]) == 0

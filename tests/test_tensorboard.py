@@ -36,6 +36,7 @@ def test_the_student_writes_the_csvs_scalars_as_events(built):
             assert events[k][int(row["epoch"])] == pytest.approx(float(row[k]), rel=1e-6, abs=1e-7), (k, row)
 
 
+@pytest.mark.slow
 def test_the_switch_turns_them_off(built):
     assert main(["student", "--config", str(built), "tensorboard=false"]) == 0
     out = built.parent / "runs" / "tiny" / "student"

@@ -164,6 +164,7 @@ def _class_folders(root, classes, n_train, n_val, size, seed=0):
     return root
 
 
+@pytest.mark.slow
 def test_the_xray_config_runs_teacher_cache_student_on_generated_images(tmp_path):
     """configs/seeds/xray-kd.yaml as shipped (the 4-channel student at 224 px, CE + KD alpha 0.25, T 1), on a
     generated 2-class folder set; only the data, the run folder, the epochs and the teacher's weights (none:

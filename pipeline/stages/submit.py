@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from . import STAGES
+from .. import distributed
 from ..atomic import sha256_file
 from ..config import Config
 from ..confidence import accuracy_interval
@@ -48,7 +49,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
                               "wall_s": round(time.time() - t0, 1)}
     rd.update_summary("submit", result)
     rd.update_summary("submission", rd.relative(path))
-    if cfg.submit.upload:  # the CSV and its record are kept whatever Kaggle answers
+    if cfg.submit.upload and distributed.is_main():  # once (not per torchrun rank); the CSV is kept whatever Kaggle answers
         check_file(path, num_classes=layout.num_classes, sample_path=layout.sample_submission)
         text = description(cfg.submit.message, run=cfg.name, config=rd.relative(Path(rd.config_path)),
                            student=meta["arch"], params=meta["params"], val_acc=val_acc, ci=result["val_acc_ci95"])
