@@ -42,9 +42,10 @@ def predict(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], loader: t
 
 
 def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], loader: torch.utils.data.DataLoader,
-                   normalize: nn.Module, device: torch.device, tta: bool = False) -> np.ndarray:
+                   normalize: nn.Module, device: torch.device, tta: bool = False,
+                   desc: Optional[str] = "predict") -> np.ndarray:
     """The (N, C) float32 logits of ``predict``."""
-    return predict(model, loader, normalize, device, tta)[0]
+    return predict(model, loader, normalize, device, tta, desc=desc)[0]
 
 
 def predict_pixels(model: nn.Module, pixels: np.ndarray, img_size: int, normalize: nn.Module, device: torch.device,
