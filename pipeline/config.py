@@ -289,9 +289,11 @@ class Config(_Strict):
         if not self.teacher_from:
             from .models.teacher import check_feature_layer
 
-            layers = {s.layer for s in specs if s.layer is not None} | ({self.cache.feature_layer} - {None})
-            for layer in sorted(layers):  # type: ignore[type-var]
-                check_feature_layer(self.teacher.model, layer, self.teacher.img_size)
+            layers = {t.layer: f"student.losses.{i}.layer" for i, t in enumerate(self.student.losses) if t.layer is not None}
+            if self.cache.feature_layer is not None:
+                layers[self.cache.feature_layer] = "cache.feature_layer"
+            for layer, key in sorted(layers.items()):
+                check_feature_layer(self.teacher.model, layer, self.teacher.img_size, key)
         return self
 
     # ---- derived paths -------------------------------------------------

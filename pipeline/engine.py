@@ -132,7 +132,12 @@ class Engine:
         }
 
     def _restore(self, s: dict[str, Any]) -> None:
-        self.module.load_state_dict(s["trainable"])
+        try:
+            self.module.load_state_dict(s["trainable"])
+        except RuntimeError as exc:  # another module layout: e.g. saved when the online teacher was a submodule
+            first = str(exc).strip().splitlines()[0][:200]
+            raise ResumeError(f"{self.saver.last} does not fit this model ({first}); start this stage over with: "
+                              f"{self.rerun_cmd}") from None
         self.optimizer.load_state_dict(s["optimizer"])
         self.scheduler.load_state_dict(s["scheduler"])
         self.scaler.load_state_dict(s["scaler"])

@@ -239,3 +239,17 @@ def test_ema_survives_an_interruption_exactly(tmp_path):
     for k in ref.ema:
         assert torch.equal(ref.ema[k], again.ema[k]), k
     assert [r["val_acc"] for r in again.history] == [r["val_acc"] for r in ref.history]
+
+
+def test_a_checkpoint_of_another_module_layout_is_refused_with_the_rerun_command(tmp_path):
+    """A last.pt whose trainable state does not fit the module (e.g. written when the online teacher was still a
+    submodule of the Distiller) is refused with one clear message, not a raw load_state_dict traceback."""
+    eng, _ = make_engine(tmp_path, epochs=1)
+    eng.fit()
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    state["trainable"]["teacher.model.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "last.pt")
+    eng, _ = make_engine(tmp_path, epochs=2)
+    eng.rerun_cmd = "distil student --force"
+    with pytest.raises(ResumeError, match="does not fit this model.*distil student --force"):
+        eng.fit()
