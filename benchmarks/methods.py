@@ -13,7 +13,7 @@ import time
 
 from common import ROOT, save, table
 
-from pipeline.cli import run_stage
+from pipeline.runner import run_stage
 from pipeline.config import load_config
 
 KD = {"name": "kd", "weight": 0.7, "kwargs": {"temperature": 4.0}}

@@ -21,7 +21,7 @@ from typing import Any
 
 from common import RESULTS, ROOT, save, table
 
-from pipeline.cli import run_stage
+from pipeline.runner import run_stage
 from pipeline.config import load_config
 
 BASE = "configs/food10-mini.yaml"

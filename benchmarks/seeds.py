@@ -20,7 +20,7 @@ from typing import Any
 
 from common import RESULTS, ROOT, save, table
 
-from pipeline.cli import run_stage
+from pipeline.runner import run_stage
 from pipeline.config import load_config
 from pipeline.losses import teacher_fields
 

@@ -26,11 +26,12 @@ from pipeline.data.images import load_square
 from pipeline.data.views import render_view
 from pipeline.engine import adamw
 from pipeline.export import export_onnx, ort_session, quantize_int8
-from pipeline.fields import forward_fields
+from pipeline.fields import LOGITS, forward_specs
 from pipeline.losses.criterion import Criterion
+from pipeline.losses.terms import bind_terms
 from pipeline.models import STUDENTS, create_student, load_teacher
 from pipeline.stages.student import STUDENT_NORM
-from pipeline.teacher_cache import expected_key
+from pipeline.teacher_cache import expected_key, load_cache
 from pipeline.teachers import CachedTeacher
 
 
@@ -63,7 +64,9 @@ def student_epoch(dl, student, criterion, opt, norm, teacher_fn) -> float:
     for batch in dl:
         x, y = norm(batch["image"]), batch["target"]
         f = student.forward_features(x)
-        terms = criterion(logits_s=student.forward_head(f), target=y, **teacher_fn(batch))
+        terms = criterion({"logits": student.forward_head(f)}, teacher_fn(batch),
+                          {"target": y, "target_mix": torch.full_like(y, -1), "lam": torch.ones(len(y)),
+                           "epoch": torch.zeros(())})
         opt.zero_grad()
         terms["loss"].backward()
         opt.step()
@@ -81,8 +84,8 @@ def main() -> None:
     layout = open_data(cfg)
     train = pixels(cfg, layout, "train")
     key = expected_key(cfg, train.key)
-    cache = CachedTeacher(cfg.run_dir / "cache", key, {"stored": ["logits"], "feature_layer": None},
-                          f"make cache CONFIG={args.config}")
+    cache = CachedTeacher(load_cache(cfg.run_dir / "cache", key, [LOGITS], f"make cache CONFIG={args.config}"),
+                          [LOGITS], key["teacher_sha256"])
     teacher, meta = load_teacher(cfg.teacher_dir)
     S, s_size, t_size = cfg.data.image_size, cfg.student.img_size, meta["img_size"]
     labels, views = train.split.labels, cache.views
@@ -99,28 +102,27 @@ def main() -> None:
 
     # 2. one student epoch, the full training set
     norm_s, norm_t = Normalize(*STUDENT_NORM), Normalize(meta["mean"], meta["std"])
-    terms = cfg.student.effective_losses()
+    terms = bind_terms(cfg)  # the benchmark's config: logit terms only (ce, kd)
 
     def fresh():
         torch.manual_seed(0)
         st = create_student(cfg.student.model, layout.num_classes, cfg.student.img_size, **cfg.student.kwargs)
-        cr = Criterion(terms, {"feat": st.num_features, "map": st.stage_channels[-2]}, {})
+        cr = Criterion(terms, {"logits": layout.num_classes}, {"logits": layout.num_classes})
         return st, cr, adamw(list(st.parameters()) + list(cr.parameters()), cfg.student.lr, 0.05)
 
     def online(batch):
         with torch.inference_mode():
-            lo = forward_fields(teacher, norm_t(batch["teacher_image"]), ["logits"], None)["logits"]
-        return {"logits_t": lo.clone()}
+            lo = forward_specs(teacher, norm_t(batch["teacher_image"]), [LOGITS])["logits"]
+        return {"logits": lo.clone()}
 
-    def from_cache(batch):
-        return {"logits_t": batch["logits_t"]}
+    from_cache = cache.outputs
 
     bs = cfg.student.batch_size
     st, cr, opt = fresh()
     t_online = student_epoch(loader(JpegViews(train.split.files, labels, views, S, s_size, t_size), bs, shuffle=True),
                              st, cr, opt, norm_s, online)
     st, cr, opt = fresh()
-    t_cached = student_epoch(loader(ViewImages(train.pixels, labels, views, s_size, lookup=cache.lookup), bs, shuffle=True),
+    t_cached = student_epoch(loader(ViewImages(train.pixels, labels, views, s_size, teacher=cache), bs, shuffle=True),
                              st, cr, opt, norm_s, from_cache)
     results["epoch"] = {"online_jpeg_s": t_online, "cached_s": t_cached, "ratio": t_online / t_cached, "images": len(labels)}
     rows.append({"measure": f"student epoch, s ({len(labels)} images, teacher {meta['arch']} @ {t_size}px)",

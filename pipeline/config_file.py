@@ -6,12 +6,20 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .config import REPO_ROOT, Config, ConfigError
+if TYPE_CHECKING:
+    from .config import Config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message says which key and how to fix it."""
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-3`` as a float (PyYAML's YAML 1.1 rules read it as a string)."""
@@ -111,6 +119,8 @@ def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 
 def _format_errors(err: ValidationError, src: str) -> str:
+    from .config import Config
+
     lines = [f"invalid config {src}:"]
     for e in err.errors():
         loc = tuple(e["loc"])
@@ -160,9 +170,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), raw)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path, overrides: list[str] | None = None) -> "Config":
     """Read YAML ``path`` (and its ``base:``), apply ``key=value`` overrides, validate, and name the run
     after the file stem."""
+    from .config import Config
+
     path = Path(path)
     src = str(path)
     raw = _read_yaml(path)
@@ -188,7 +200,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     return cfg
 
 
-def config_from_dict(raw: dict[str, Any], src: str = "<checkpoint>") -> Config:
+def config_from_dict(raw: dict[str, Any], src: str = "<checkpoint>") -> "Config":
+    """Validate a config dict (one a checkpoint carries) into a ``Config``; errors name ``src``."""
+    from .config import Config
+
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

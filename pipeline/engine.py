@@ -28,6 +28,7 @@ from .atomic import remove_stale_temps, write_text
 from .checkpoint import CheckpointSaver, ResumeError, rng_state, set_rng_state
 from .optim import adamw, cosine_schedule, optimization  # noqa: F401 - re-exported
 from .precision import Precision
+from .predict import predict
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -51,20 +52,6 @@ def device() -> torch.device:
 
 def to_device(batch: dict[str, Any], dev: torch.device) -> dict[str, Any]:
     return {k: v.to(dev, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-
-
-_OBSERVERS: list[Callable[[dict[str, Any]], None]] = []
-
-
-@contextmanager
-def observe(fn: Callable[[dict[str, Any]], None]) -> Iterator[None]:
-    """Call ``fn(row)`` with each epoch's metrics row of every engine that runs inside the block (a sweep
-    reports them to its pruner; ``fn`` may raise to stop the run, after that epoch's checkpoint)."""
-    _OBSERVERS.append(fn)
-    try:
-        yield
-    finally:
-        _OBSERVERS.remove(fn)
 
 
 @contextmanager
@@ -114,6 +101,8 @@ class Engine:
     sync_bn: bool = False
     compile: bool = False
     ema_decay: Optional[float] = None  # validate and save an exponential moving average of the weights
+    # called with each epoch's metrics row after its checkpoint (a sweep's pruner; one may raise to stop the run)
+    callbacks: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -123,7 +112,9 @@ class Engine:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaled)
         self.epoch, self.batch, self.global_step, self.best = 0, 0, 0, -math.inf
         self.epochs_run = 0  # epochs trained by this process (0: everything came from last.pt)
-        self.model: nn.Module = self.module
+        # what the steps call: ``module`` itself, or wrapped by DDP and/or torch.compile in ``fit`` (``module`` stays the
+        # raw trainable net: state, EMA, validation and checkpoints read it)
+        self.wrapped: nn.Module = self.module
         self.ema: Optional[dict[str, Tensor]] = None
         if self.ema_decay is not None:
             self.ema = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
@@ -143,10 +134,10 @@ class Engine:
     def _restore(self, s: dict[str, Any]) -> None:
         try:
             self.module.load_state_dict(s["trainable"])
-        except RuntimeError as exc:  # e.g. a checkpoint from before the online teacher stood beside the module
-            detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-            raise ResumeError(f"{self.saver.last} holds another trainable module ({detail[:300]}); "
-                              f"start over: {self.rerun_cmd}") from None
+        except RuntimeError as exc:  # another module layout: e.g. saved when the online teacher was a submodule
+            first = str(exc).strip().splitlines()[0][:200]
+            raise ResumeError(f"{self.saver.last} does not fit this model ({first}); start this stage over with: "
+                              f"{self.rerun_cmd}") from None
         self.optimizer.load_state_dict(s["optimizer"])
         self.scheduler.load_state_dict(s["scheduler"])
         self.scaler.load_state_dict(s["scaler"])
@@ -226,9 +217,9 @@ class Engine:
                 log.info("resumed from %s at epoch %d batch %d", self.saver.last, self.epoch, self.batch)
         if distributed.is_main():  # only now that the checkpoint was accepted: a refused run leaves the old record
             write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
-        self.model = distributed.wrap(self.module, self.sync_bn)
+        self.wrapped = distributed.wrap(self.module, self.sync_bn)
         if self.compile:
-            self.model = torch.compile(self.model)
+            self.wrapped = torch.compile(self.wrapped)
         with _signals() as caught:
             while self.epoch < self.epochs:
                 self._run_epoch(caught)
@@ -254,7 +245,7 @@ class Engine:
     def _train_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         batch = {**batch, "epoch": torch.tensor(float(self.epoch))}  # for losses with a schedule (DKD warm-up)
         with self.precision.autocast():
-            terms = self.model(to_device(batch, self.dev))
+            terms = self.wrapped(to_device(batch, self.dev))
         loss = terms["loss"]
         if not distributed.all_true(bool(torch.isfinite(loss.detach()))):
             vals = {k: float(v.detach()) for k, v in terms.items()}
@@ -272,18 +263,12 @@ class Engine:
             self._update_ema()
         return terms
 
-    @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Top-1 accuracy of ``module.logits`` on the validation shard of every rank, summed over ranks."""
         self.module.eval()
-        correct = total = 0
-        for batch in self.val_loader:
-            with self.precision.autocast():
-                logits = self.module.logits(batch["image"].to(self.dev, non_blocking=True))
-            target = batch["target"].to(self.dev)
-            correct += int((logits.argmax(1) == target).sum())
-            total += len(target)
-        correct, total = distributed.all_sum([correct, total])
+        logits, target = predict(self.module.logits, self.val_loader, None, self.dev,
+                                 autocast=self.precision.autocast, desc=None)
+        correct, total = distributed.all_sum([int((logits.argmax(1) == target).sum()) if len(target) else 0, len(target)])
         return {"val_acc": correct / total if total else float("nan")}
 
     def _run_epoch(self, caught: list[int]) -> None:
@@ -334,5 +319,5 @@ class Engine:
         distributed.barrier()
         log.info("epoch %d/%d %s", self.epoch, self.epochs,
                  " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))
-        for fn in list(_OBSERVERS):
+        for fn in self.callbacks:
             fn(row)

@@ -1,12 +1,12 @@
-"""The tensors that flow from teacher to cache to losses, in one table.
+"""The tensors that flow from teacher to cache to losses.
 
-A field is one output of a network (teacher or student) that a loss can read: ``logits``, the
-pooled ``feat``\\ ures, a feature ``map``. Each entry says how to take it from the outputs of
-timm's ``forward_intermediates`` interface (which the students implement too), how the cache stores
-it, and which trainable adapter maps the student's version to the teacher's size. Losses name the
-student's and teacher's tensors ``<field>_s`` and ``<field>_t``; the cache stage, the teachers and the
-distiller all loop over this table, so a new field (a second hint layer, a mixed view's logits) is
-one entry here.
+A field *kind* is one sort of network output a loss can read: ``logits``, the pooled ``feat``\\ ures, a
+feature ``map`` (``FIELDS``: how to take it from timm's ``forward_intermediates`` interface, which the
+students implement too, its storage type and its default adapter). A ``FieldSpec`` is one concrete output:
+a kind plus where it is read (``layer`` for maps, ``feat_from`` for features) and how it is stored
+(``dtype``); its ``name`` (``logits``, ``feat``, ``map@3``) keys it everywhere: in the cache's files, in a
+teacher's outputs, in a loss term's inputs. Loss arguments are named by kind (``map_s``, ``map_t``); the loss
+term binds them to specs, so two FitNet hints at two layers are two terms reading ``map@2`` and ``map@3``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .registry import Registry
 
-Extractor = Callable[[nn.Module, Tensor, list[Tensor], Optional[str]], Tensor]
+Extractor = Callable[[nn.Module, Tensor, list[Tensor], "FieldSpec"], Tensor]
 
 # how ``feat`` is read off the last map: timm's pre-logits embedding (pooled, plus any head layers before the
 # classifier; the tutorial nets' flattened map), the global average pool, or the flattened map
@@ -32,11 +32,11 @@ FEAT_FROM.register("flatten")(lambda m, final: final.flatten(1))
 
 @dataclass(frozen=True)
 class Field:
-    """``extract(model, final, intermediates, option)`` -> (B, ...) (``option``: e.g. ``feat``'s ``FEAT_FROM`` name);
-    ``dtype``: storage type in the cache;
-    ``needs_layer``: read from the intermediate map at ``cache.feature_layer``; ``adapter`` / ``adapter_bn``:
+    """A field kind. ``extract(model, final, intermediates, spec)`` -> (B, ...) (``intermediates``: every
+    stage's map, indexed by ``spec.layer``); ``dtype``: default storage type in the cache;
+    ``needs_layer``: read from an intermediate map (the spec's ``layer``); ``adapter`` / ``adapter_bn``:
     the default ``ADAPTERS`` entry that maps the student's tensor to the teacher's size (None: sizes must
-    agree). ``student.adapters`` overrides it per field."""
+    agree). ``student.adapters`` overrides it per kind."""
 
     name: str
     extract: Extractor
@@ -115,11 +115,6 @@ ADAPTERS.register("pool")(TeacherPool)
 ADAPTERS.register("identity")(Identity)
 
 
-def MapRegressor(c_s: int, c_t: int) -> Adapter:  # noqa: N802 - the FitNet regressor by its usual name
-    """FitNet-style regressor: 1x1 conv + BN from the student's channels to the teacher's, resized to its grid."""
-    return Projection(c_s, c_t, bn=True, kernel=1)
-
-
 FIELDS: Registry[Field] = Registry("field")  # type: ignore[type-var]
 
 
@@ -127,57 +122,91 @@ def _register(f: Field) -> None:
     FIELDS.register(f.name)(f)  # type: ignore[arg-type]
 
 
-_register(Field("logits", lambda m, final, inter, opt: m.forward_head(final), np.float32))
-_register(Field("feat", lambda m, final, inter, opt: FEAT_FROM.get(opt or "pre_logits")(m, final), np.float16,
+_register(Field("logits", lambda m, final, inter, spec: m.forward_head(final), np.float32))
+_register(Field("feat", lambda m, final, inter, spec: FEAT_FROM.get(spec.feat_from)(m, final), np.float16,
                 adapter="linear"))
-_register(Field("map", lambda m, final, inter, opt: inter[0], np.float16, needs_layer=True, adapter="conv1x1",
-                adapter_bn=True))
+_register(Field("map", lambda m, final, inter, spec: inter[spec.layer], np.float16, needs_layer=True,
+                adapter="conv1x1", adapter_bn=True))
 
 
 def field(name: str) -> Field:
+    """The field kind ``name`` (``logits``, ``feat``, ``map``)."""
     return FIELDS.get(name)  # type: ignore[return-value]
 
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One network output: ``kind`` (a ``FIELDS`` name), ``layer`` (maps: the stage index, negative from the end),
+    ``feat_from`` (features: a ``FEAT_FROM`` name), ``dtype`` (cache storage; None: the kind's own)."""
+
+    kind: str
+    layer: Optional[int] = None
+    feat_from: str = "pre_logits"
+    dtype: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        f = field(self.kind)
+        if f.needs_layer and self.layer is None:
+            raise ValueError(f"field {self.kind!r} needs a layer")
+        if not f.needs_layer:
+            object.__setattr__(self, "layer", None)
+        if self.kind != "feat":
+            object.__setattr__(self, "feat_from", "pre_logits")
+
+    @property
+    def name(self) -> str:
+        """Its key: ``logits``, ``feat`` (``feat@pooled`` for another ``feat_from``), ``map@<layer>``."""
+        if self.layer is not None:
+            return f"{self.kind}@{self.layer}"
+        return self.kind if self.feat_from == "pre_logits" else f"{self.kind}@{self.feat_from}"
+
+    @property
+    def storage(self) -> np.dtype:
+        """The cache's storage type of this output."""
+        return np.dtype(self.dtype or field(self.kind).dtype)
+
+
+LOGITS = FieldSpec("logits")
 
 # per batch: labels (B,), the 0-based epoch index (a 0-d tensor), and for mixed views (cache.mix) the
 # partner's labels (B,) (-1: none or unlabelled) and the image's own share lam (B,) (1.0: not mixed)
 CONTEXT_ARGS = ("target", "epoch", "target_mix", "lam")
+SIDES = ("s", "t")  # a loss argument ``<kind>_s`` reads the student, ``<kind>_t`` the teacher
 
 
 def tensor_args() -> tuple[str, ...]:
-    """Every tensor argument a loss may take: ``target``, ``epoch`` and ``<field>_s`` / ``<field>_t`` per field."""
-    return (*CONTEXT_ARGS, *(f"{n}_{side}" for n in FIELDS for side in ("s", "t")))
+    """Every tensor argument a loss may take: ``target``, ``epoch``, ... and ``<kind>_s`` / ``<kind>_t`` per kind."""
+    return (*CONTEXT_ARGS, *(f"{n}_{side}" for n in FIELDS for side in SIDES))
 
 
-def fields_of(args: Iterable[str], side: str) -> set[str]:
-    """Field names behind loss arguments: ``fields_of({"logits_s", "map_t"}, "t") == {"map"}``."""
-    return {a[: -len(side) - 1] for a in args if a.endswith(f"_{side}") and a[: -len(side) - 1] in FIELDS}
+def parse_arg(arg: str) -> Optional[tuple[str, str]]:
+    """``"map_t"`` -> ``("map", "t")``; None for a context argument (``target``, ``epoch``, ...)."""
+    kind, _, side = arg.rpartition("_")
+    return (kind, side) if side in SIDES and kind in FIELDS else None
 
 
-def forward_fields(model: nn.Module, x: Tensor, names: Iterable[str], layer: Optional[int],
-                   options: Optional[dict[str, str]] = None) -> dict[str, Tensor]:
+def forward_specs(model: nn.Module, x: Tensor, specs: Iterable[FieldSpec]) -> dict[str, Tensor]:
     """Run ``model`` (timm-style: ``forward_intermediates``, ``forward_features``, ``forward_head``) once on
-    (B, 3, H, W) and return ``{name: tensor}`` for the requested fields; ``options`` per field (``{"feat":
-    "flatten"}``)."""
-    options = options or {}
-    names = sorted(set(names))
-    if any(field(n).needs_layer for n in names):
-        if layer is None:
-            raise ValueError(f"fields {names} need a feature layer (cache.feature_layer)")
-        final, inter = model.forward_intermediates(x, indices=[layer])
+    (B, 3, H, W) and return ``{spec.name: tensor}`` for the requested outputs (maps at any of its layers)."""
+    specs = sorted(set(specs), key=lambda s: s.name)
+    if any(s.layer is not None for s in specs):
+        final, inter = model.forward_intermediates(x)  # every stage's map: spec.layer indexes them
     else:
         final, inter = model.forward_features(x), []
-    return {n: field(n).extract(model, final, inter, options.get(n)) for n in names}
+    return {s.name: field(s.kind).extract(model, final, inter, s) for s in specs}
 
 
 @torch.no_grad()
-def field_dims(model: nn.Module, img_size: int, names: Iterable[str], layer: Optional[int],
-               options: Optional[dict[str, str]] = None) -> dict[str, int]:
-    """Channel size (dim 1) of each field of ``model`` at ``img_size``, probed with one blank image in eval mode."""
+def spec_dims(model: nn.Module, img_size: int, specs: Iterable[FieldSpec]) -> dict[str, int]:
+    """Channel size (dim 1) of each output of ``model`` at ``img_size``, probed with one blank image in eval mode."""
+    specs = list(specs)
+    if not specs:
+        return {}
     was = model.training
     model.eval()
     p = next(model.parameters())
     x = torch.zeros(1, 3, img_size, img_size, device=p.device)
     try:
-        return {n: int(t.shape[1]) for n, t in forward_fields(model, x, names, layer, options).items()}
+        return {n: int(t.shape[1]) for n, t in forward_specs(model, x, specs).items()}
     finally:
         model.train(was)

@@ -1,7 +1,9 @@
-"""Batched inference helpers."""
+"""Batched inference: the one loop that runs a model over a loader of whole images (validation in the engine,
+the cache's teacher logits, the teacher as it is, submission, export), and top-1 accuracy."""
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -12,22 +14,38 @@ from .progress import progress
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], loader: torch.utils.data.DataLoader,
-                   normalize: nn.Module, device: torch.device, tta: bool = False) -> np.ndarray:
-    """Run ``model`` over ``loader`` (items ``{"image": uint8 (H, W, 3), ...}``): returns (N, C) float32.
+def predict(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], loader: torch.utils.data.DataLoader,
+            normalize: Optional[nn.Module], device: torch.device, tta: bool = False,
+            autocast: Callable[[], AbstractContextManager] = nullcontext,
+            desc: Optional[str] = "predict") -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over ``loader`` (items ``{"image": uint8 (H, W, 3), "target", ...}``): returns the (N, C)
+    float32 logits and the (N,) targets (-1 where unknown).
 
-    ``tta``: mean of the logits of each (B, 3, H, W) image and its horizontal mirror (2x the compute).
-    """
+    ``normalize`` (None: ``model`` takes the uint8 batch itself) turns (B, H, W, 3) uint8 into (B, 3, H, W);
+    ``tta``: mean of the logits of each image and its horizontal mirror (2x the compute); ``autocast``: the
+    precision's context; ``desc``: the progress bar's label (None: no bar)."""
     if isinstance(model, nn.Module):
         model.eval()
-    out = []
-    for batch in progress(loader, "predict"):
-        x = normalize(batch["image"].to(device, non_blocking=True))
-        y = model(x).float()
-        if tta:
-            y = (y + model(x.flip(-1)).float()) / 2
+    out, targets = [], []
+    for batch in (progress(loader, desc) if desc else loader):
+        x = batch["image"].to(device, non_blocking=True)
+        x = normalize(x) if normalize is not None else x
+        with autocast():
+            y = model(x).float()
+            if tta:
+                y = (y + model(x.flip(-1 if normalize is not None else 2)).float()) / 2
         out.append(y.cpu())
-    return torch.cat(out).numpy()
+        targets.append(batch["target"])
+    if not out:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    return torch.cat(out).numpy(), torch.cat(targets).numpy()
+
+
+def predict_logits(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], loader: torch.utils.data.DataLoader,
+                   normalize: nn.Module, device: torch.device, tta: bool = False,
+                   desc: Optional[str] = "predict") -> np.ndarray:
+    """The (N, C) float32 logits of ``predict``."""
+    return predict(model, loader, normalize, device, tta, desc=desc)[0]
 
 
 def predict_pixels(model: nn.Module, pixels: np.ndarray, img_size: int, normalize: nn.Module, device: torch.device,

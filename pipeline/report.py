@@ -187,6 +187,17 @@ def _img(png: bytes, alt: str, cls: str) -> str:
     return f'<img class="{cls}" alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
+def _interval(section: Any) -> str:
+    """A stage's 95% validation-accuracy interval as ``[low, high] (n images)``, ``-`` when not recorded."""
+    from .confidence import interval_of
+
+    ci = interval_of(section)
+    if ci is None:
+        return "-"
+    n = section.get("val_images")
+    return f"[{ci[0]:.4f}, {ci[1]:.4f}]" + (f" ({n} images)" if n else "")
+
+
 def build_report(run_dir: Path, *, class_names: list[str], val_labels: np.ndarray, teacher_logits: Optional[np.ndarray],
                  student_logits: np.ndarray, val_images: np.ndarray, params: int, budget: int, arch: str,
                  summary: dict[str, Any]) -> Path:
@@ -239,9 +250,9 @@ td,th{{padding:2px 10px;border-bottom:1px solid #ddd;text-align:left}} .bar{{bac
 .bar div{{background:{'#2a7' if params <= budget else '#c33'};height:14px}} pre{{background:#f6f6f6;padding:1em;overflow:auto;max-height:400px}}
 img{{max-width:100%}} table.sweep th{{max-width:9em}} table.sweep td,table.sweep th{{padding:2px 6px}} table.sweep td:last-child{{min-width:16.5em}}</style></head><body>
 <h1>Run <code>{html.escape(run_dir.name)}</code></h1>
-<table id="summary"><tr><th></th><th>model</th><th>params</th><th>val acc</th><th>train s</th></tr>
-<tr><td>teacher</td><td>{html.escape(str(t.get('name', '-')))}</td><td>{t.get('params', '-'):,}</td><td>{t.get('val_acc', float('nan')):.4f}</td><td>{t.get('train_s', '-')}</td></tr>
-<tr><td>student</td><td>{html.escape(arch)}</td><td>{params:,}</td><td>{s.get('val_acc', float('nan')):.4f}</td><td>{s.get('train_s', '-')}</td></tr></table>
+<table id="summary"><tr><th></th><th>model</th><th>params</th><th>val acc</th><th>95% interval (Wilson)</th><th>train s</th></tr>
+<tr><td>teacher</td><td>{html.escape(str(t.get('name', '-')))}</td><td>{t.get('params', '-'):,}</td><td>{t.get('val_acc', float('nan')):.4f}</td><td>{_interval(t)}</td><td>{t.get('train_s', '-')}</td></tr>
+<tr><td>student</td><td>{html.escape(arch)}</td><td>{params:,}</td><td>{s.get('val_acc', float('nan')):.4f}</td><td>{_interval(s)}</td><td>{s.get('train_s', '-')}</td></tr></table>
 <h2>Parameter budget</h2><p id="budget">{params:,} / {budget:,} parameters ({pct:.1f}%)</p><div class="bar"><div style="width:{min(100, pct):.1f}%"></div></div>
 <h2>Training curves</h2>{_img(pngs['curves'], 'training curves', 'curves') if 'curves' in pngs else '<p>no metrics.csv</p>'}
 <h2>Distillation terms</h2>{_img(pngs['terms'], 'distillation terms', 'terms') if 'terms' in pngs else '<p>CE only</p>'}

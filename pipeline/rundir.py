@@ -9,11 +9,12 @@ import shutil
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from . import distributed
 from .atomic import write_json
 from .config import REPO_ROOT, Config
+from .confidence import accuracy_interval
 from .locks import held
 
 
@@ -39,8 +40,11 @@ def _rel(p: Path) -> str:
 class RunDir:
     """``runs/<name>`` of a config; ``config_path`` and ``overrides`` are how the user asked for it."""
 
-    def __init__(self, cfg: Config, config_path: Optional[str] = None, overrides: Sequence[str] = (), force: bool = False):
+    def __init__(self, cfg: Config, config_path: Optional[str] = None, overrides: Sequence[str] = (), force: bool = False,
+                 callbacks: Sequence[Callable[[dict[str, Any]], None]] = ()):
+        """``callbacks``: called with each epoch's metrics row of the stage's engine (``runner.run_stage``)."""
         self.cfg, self.root = cfg, cfg.run_dir
+        self.callbacks = list(callbacks)
         self.config_path = config_path or f"configs/{cfg.name}.yaml"
         self.overrides = list(overrides)
         self.force = force  # start the stage over: no resume, no reuse
@@ -95,6 +99,8 @@ class RunDir:
                 before = {}
             if "wall_s" in before:  # what the work recorded (images, views, ...), updated by today's result
                 result = {**before, **result, "wall_s": before["wall_s"], "reused": True}
+        if "val_acc" in result and isinstance(result.get("val_images"), int):  # the accuracy's 95% interval
+            result = {**result, "val_acc_ci95": accuracy_interval(float(result["val_acc"]), result["val_images"])}
         if distributed.is_main():
             if section:
                 self.update_summary(section, result)

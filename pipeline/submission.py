@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -135,19 +135,10 @@ def check_upload(competition: str) -> None:
         raise SubmissionError(CRED_HELP)
 
 
-def upload(path: Path, competition: str, message: str) -> str:
-    """Submit ``path`` with the kaggle API (imported lazily: it authenticates at import)."""
-    check_upload(competition)
-    try:
-        import kaggle  # noqa: F401  (authenticates on import)
-        from kaggle import api
-    except ImportError as exc:
-        raise SubmissionError(f"the kaggle package is not importable ({exc}); pip install kaggle six") from None
-    except (OSError, SystemExit, ValueError, Exception) as exc:  # noqa: BLE001 - auth failures vary by version
-        raise SubmissionError(f"{CRED_HELP} ({type(exc).__name__}: {exc})") from None
-    try:
-        res = api.competition_submit(str(path), message, competition)
-    except Exception as exc:  # noqa: BLE001
-        raise SubmissionError(f"upload of {path} to {competition!r} failed: {type(exc).__name__}: {exc}") from None
-    return str(res)
+def upload(path: Path, competition: str, message: str, *, kept: str = "") -> dict[str, Any]:
+    """Submit ``path`` with the kaggle API (imported lazily: it authenticates at import); returns
+    ``{"competition", "ref", "message", "description"}``. A refusal is one ``SubmissionError`` line saying what to
+    do (pipeline/kaggle_client.py), with ``kept`` (where the CSV is kept) appended."""
+    from .kaggle_client import submit
 
+    return submit(path, competition, message, kept=kept)

@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .config import ConfigError, load_config, yaml_load
+from .runner import run_stage
 
 log = logging.getLogger(__name__)
 OBJECTIVES = {"val_acc": "maximize", "macs": "minimize", "params": "minimize"}
@@ -177,8 +178,6 @@ class Sweep:
     def objective(self, trial: Any) -> Any:
         import optuna
 
-        from .cli import run_stage
-        from .engine import observe
         from .locks import held
         from .models import BudgetError, check_budget, create_student
 
@@ -207,8 +206,7 @@ class Sweep:
                         trial.set_user_attr("pruned_reason", f"pruner stopped it after epoch {row['epoch']}")
                         raise optuna.TrialPruned(f"epoch {row['epoch']}: val_acc {row['val_acc']:.4f}")
 
-            with observe(report):
-                result = run_stage("student", self.config, over)
+            result = run_stage("student", self.config, over, callbacks=[report])
         trial.set_user_attr("val_acc", result["val_acc"])
         got = {"val_acc": result["val_acc"], "macs": macs, "params": params}
         out = [got[o] for o in self.space.objectives]
@@ -285,8 +283,6 @@ class Sweep:
     def run(self, n_trials: int, workers: int = 1) -> Any:
         """Train the teacher (when there is none) and build the cache once (reused when it matches), then
         ``workers`` processes run trials."""
-        from .cli import run_stage
-
         from .models.artifacts import artifact_ok
 
         check_space(self.space, self.config, self.overrides, self.space_path)

@@ -1,76 +1,52 @@
 """The teacher cache: the frozen teacher's outputs for every recorded view, computed once, keyed so
-that a stale cache is refused.
+that a stale cache is refused. This module is the only code that knows its files.
 
 Folder ``runs/<name>/cache/``::
 
     views.npy       (N, K, 5) int32   crop box + flip of each view (view 0 = whole image)
     mixes.npy       (N, K, 7) float32 with ``cache.mix``: partner, partner view, lam, CutMix box of each view
-    <field>.npy     (N, K, ...)       one array per stored field of ``pipeline.fields`` (logits float32,
-                                      feat and map float16), only those a loss reads or ``cache.store`` asks for
+    <spec>.npy      (N, K, ...)       one array per stored ``FieldSpec``, named by it (``logits``, ``feat``,
+                                      ``map@3``): logits float32 (or ``cache.logits_dtype``), feat and maps float16
     val_logits.npy  (M, C) float32    whole validation images
     manifest.json   the key: teacher sha256, pixel keys, transform, versions, shapes (written last)
 
-A student run compares the manifest with the key it expects and refuses a stale or partial cache.
+``CacheWriter`` builds it (the cache stage feeds it the teacher runner's outputs), ``load_cache`` reads it
+back for the named specs (a student refuses a stale or partial cache), ``validation_logits`` serves the report.
 """
 from __future__ import annotations
 
 import json
 import logging
-from contextlib import contextmanager
+import shutil
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from .atomic import atomic_path, require_space, sha256_file, sha256_json, write_json
-from .fields import field
-from .losses import teacher_fields
+from .atomic import atomic_path, remove_stale_temps, require_space, save_npy, sha256_file, sha256_json, write_json
+from .fields import FieldSpec
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: arrays named by field spec (map@<layer>), contents list spec names
 
 
 class StaleCacheError(RuntimeError):
     """The teacher cache does not match the current teacher, data or config."""
 
 
-def needed(cfg: Any, build: bool = False) -> dict[str, Any]:
-    """Fields the configured losses read from the teacher (``logits`` always), plus ``cache.store`` when
-    building: ``{"stored": [...], "feature_layer": L or None}``."""
-    names = {"logits"}
-    for t in cfg.student.effective_losses():
-        names |= teacher_fields(t.name)
-    if build:
-        names |= set(cfg.cache.store)
-    layered = any(field(n).needs_layer for n in names)
-    need = {"stored": sorted(names), "feature_layer": cfg.cache.feature_layer if layered else None}
-    if "feat" in names and cfg.cache.feat_from != "pre_logits":
-        need["feat_from"] = cfg.cache.feat_from
-    return need
+def recorded_views(cfg: Any, n: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """The (N, K, 5) views of the N distillation images and their (N, K, 7) mix rows (None without ``cache.mix``):
+    the same for the cache and an online teacher (rows are drawn in order, so the training images' views do not
+    change when unlabelled ones follow)."""
+    from .data.views import sample_mixes, sample_views
 
-
-def views_for(cfg: Any, n: int) -> np.ndarray:
-    """The (N, K, 5) views of the N distillation images: the same for the cache and an online teacher
-    (rows are drawn in order, so the training images' views do not change when unlabelled ones follow)."""
-    from .data.views import sample_views
-
-    return sample_views(n, cfg.cache.views, cfg.data.image_size, cfg.cache.scale_min, np.random.default_rng((cfg.seed, 11)))
-
-
-def mixes_for(cfg: Any, views: np.ndarray) -> Optional[np.ndarray]:
-    """The (N, K, 7) mix rows of the views (``cache.mix``), or None when views are not mixed."""
-    from .data.views import sample_mixes
-
+    views = sample_views(n, cfg.cache.views, cfg.data.image_size, cfg.cache.scale_min, np.random.default_rng((cfg.seed, 11)))
     if cfg.cache.mix == "none":
-        return None
-    return sample_mixes(views, cfg.cache.mix, cfg.cache.mix_prob, cfg.cache.mix_alpha,
-                        np.random.default_rng((cfg.seed, 13)))
-
-
-def field_dtype(cfg: Any, name: str) -> Any:
-    """Storage dtype of cached field ``name``: the field's own, or ``cache.logits_dtype`` for logits."""
-    return np.dtype(cfg.cache.logits_dtype) if name == "logits" else np.dtype(field(name).dtype)
+        return views, None
+    return views, sample_mixes(views, cfg.cache.mix, cfg.cache.mix_prob, cfg.cache.mix_alpha,
+                               np.random.default_rng((cfg.seed, 13)))
 
 
 def cache_key(*, teacher_sha256: str, pixel_key: str, img_size: int, mean: Any, std: Any, views: int,
@@ -124,19 +100,13 @@ def teachers_sha256(cfg: Any) -> str:
     return shas[0] if len(shas) == 1 else sha256_json(shas)
 
 
-def content_problem(man: dict[str, Any], need: dict[str, Any]) -> Optional[str]:
-    """Why the cache's contents do not cover ``need`` (``{"stored": [...], "feature_layer": L}``), or None.
-
-    A cache holding more than needed (e.g. features built for another method) is fine."""
-    have = man.get("contents", {})
-    missing = sorted(set(need["stored"]) - set(have.get("stored", [])))
+def content_problem(man: dict[str, Any], specs: list[FieldSpec]) -> Optional[str]:
+    """Why the cache's contents do not cover ``specs``, or None. A cache holding more than needed (e.g. features
+    built for another method, a map at another layer) is fine."""
+    have = man.get("contents", {}).get("stored", [])
+    missing = sorted({s.name for s in specs} - set(have))
     if missing:
-        return f"it does not hold {', '.join(missing)} (holds {', '.join(have.get('stored', []))})"
-    if need["feature_layer"] is not None and have.get("feature_layer") != need["feature_layer"]:
-        return f"its feature map is from layer {have.get('feature_layer')}, the config asks for {need['feature_layer']}"
-    if "feat" in need["stored"] and have.get("feat_from", "pre_logits") != need.get("feat_from", "pre_logits"):
-        return (f"its feat is {have.get('feat_from', 'pre_logits')}, the config asks for "
-                f"{need.get('feat_from', 'pre_logits')} (cache.feat_from)")
+        return f"it does not hold {', '.join(missing)} (holds {', '.join(have)})"
     return None
 
 
@@ -152,8 +122,8 @@ def write_array(path: Path, shape: tuple[int, ...], dtype: Any) -> Iterator[np.n
 
 
 @dataclass
-class TeacherCache:
-    """An opened cache: ``views`` (N, K, 5), ``arrays[field]`` (N, K, ...) memory-mapped."""
+class CacheReader:
+    """An opened cache: ``views`` (N, K, 5), ``arrays[spec name]`` (N, K, ...) memory-mapped."""
 
     folder: Path
     manifest: dict[str, Any]
@@ -162,9 +132,9 @@ class TeacherCache:
     val_logits: Optional[np.ndarray]
     mixes: Optional[np.ndarray] = None
 
-    def lookup(self, index: int, view: int, names: Optional[list[str]] = None) -> dict[str, np.ndarray]:
-        """``{"<field>_t": float32 array}`` of image ``index``, view ``view``."""
-        return {f"{n}_t": np.array(self.arrays[n][index, view], dtype=np.float32) for n in (names or self.arrays)}
+    def row(self, index: int, view: int) -> dict[str, np.ndarray]:
+        """``{spec name: float32 array}`` of image ``index``, view ``view`` (runs in the data loader's workers)."""
+        return {n: np.array(a[index, view], dtype=np.float32) for n, a in self.arrays.items()}
 
 
 def _open(p: Path) -> np.ndarray:
@@ -203,14 +173,14 @@ def key_diffs(key: dict[str, Any], have: dict[str, Any]) -> list[str]:
     return [k for k in diffs if not (k == "unlabeled_key" and k not in key)]
 
 
-def is_valid(folder: Path, key: dict[str, Any], need: dict[str, Any]) -> bool:
+def is_valid(folder: Path, key: dict[str, Any], specs: list[FieldSpec]) -> bool:
     man = read_manifest(folder)
-    return (man is not None and not key_diffs(key, man.get("key", {})) and content_problem(man, need) is None
+    return (man is not None and not key_diffs(key, man.get("key", {})) and content_problem(man, specs) is None
             and _check_files(folder, man) is None)
 
 
-def load_cache(folder: Path, key: dict[str, Any], need: dict[str, Any], rebuild_cmd: str) -> TeacherCache:
-    """Open the cache in ``folder`` if its manifest matches ``key`` and covers ``need``; else raise ``StaleCacheError``."""
+def load_cache(folder: Path, key: dict[str, Any], specs: list[FieldSpec], rebuild_cmd: str) -> CacheReader:
+    """Open the cache in ``folder`` if its manifest matches ``key`` and holds ``specs``; else raise ``StaleCacheError``."""
     man = read_manifest(folder)
     how = f"Rebuild it with: {rebuild_cmd}"
     if man is None:
@@ -220,17 +190,93 @@ def load_cache(folder: Path, key: dict[str, Any], need: dict[str, Any], rebuild_
     if diffs:
         detail = "; ".join(f"{k}: cache has {str(have.get(k))[:40]!s}, expected {str(key.get(k))[:40]!s}" for k in diffs)
         raise StaleCacheError(f"teacher cache {folder} is stale ({detail}). {how}")
-    lacking = content_problem(man, need)
+    lacking = content_problem(man, specs)
     if lacking:
         raise StaleCacheError(f"teacher cache {folder} does not fit the configured losses: {lacking}. {how}")
     problem = _check_files(folder, man)
     if problem:
         raise StaleCacheError(f"teacher cache {folder} is incomplete: {problem}. {how}")
-    arrays = {n: _open(folder / f"{n}.npy") for n in need["stored"]}
+    arrays = {sp.name: _open(folder / f"{sp.name}.npy") for sp in specs}
     val = folder / "val_logits.npy"
-    return TeacherCache(folder, man, np.load(folder / "views.npy"), arrays,
+    return CacheReader(folder, man, np.load(folder / "views.npy"), arrays,
                         np.load(val) if val.is_file() and "val_logits" in man["shapes"] else None,
                         np.load(folder / "mixes.npy") if "mixes" in man["shapes"] else None)
+
+
+def validation_logits(folder: Path) -> Optional[np.ndarray]:
+    """The cached teacher's (M, C) logits on the whole validation images, or None when the cache has none."""
+    man = read_manifest(folder)
+    p = folder / "val_logits.npy"
+    if man is None or "val_logits" not in man["shapes"] or not p.is_file():
+        return None
+    try:
+        return np.load(p)
+    except (ValueError, OSError, EOFError):
+        return None
+
+
+def plan(cfg: Any, folder: Path, images: Any, specs: list[FieldSpec], teacher_cmd: str, rank: int = 0,
+         world: int = 1) -> "CacheWriter":
+    """The writer of ``cfg``'s cache in ``folder`` for the distillation images ``images`` (a ``DistillSet``): its key
+    (from the teacher's files and the data; ``teacher_cmd`` trains the teacher) and its recorded views."""
+    key = expected_key(cfg, images.pixel_key, images.unlabeled_key, teacher_cmd)
+    return CacheWriter(folder, key, specs, *recorded_views(cfg, len(images)), rank=rank, world=world)
+
+
+class CacheWriter:
+    """Builds the cache in ``folder``: the teacher outputs ``specs`` of ``views`` (N, K, 5) (and ``mixes``), keyed
+    by ``key``. Rank ``r`` of ``world`` processes writes rows ``r, r + world, ...`` (``rows``) into its own part;
+    ``finish`` (rank 0) gathers the parts and writes the views, validation logits and manifest (last)."""
+
+    def __init__(self, folder: Path, key: dict[str, Any], specs: list[FieldSpec], views: np.ndarray,
+                 mixes: Optional[np.ndarray], rank: int = 0, world: int = 1):
+        self.folder, self.key, self.specs, self.views, self.mixes = folder, key, list(specs), views, mixes
+        self.rank, self.world = rank, world
+        self.rows = np.arange(rank, len(views), world)  # the images this rank computes
+        self.part = folder if world == 1 else folder / f".shard{rank}"
+        self.shapes: dict[str, tuple[int, ...]] = {}
+
+    def is_built(self) -> bool:
+        """A valid cache of this key holding these specs is there already."""
+        return is_valid(self.folder, self.key, self.specs)
+
+    def invalidate(self) -> None:
+        """Before building (rank 0): remove the manifest first, so a crash below leaves no trusted cache, and what a
+        killed build left (temporary arrays, parts)."""
+        (self.folder / "manifest.json").unlink(missing_ok=True)
+        remove_stale_temps(self.folder)
+        for d in self.folder.glob(".shard*"):
+            shutil.rmtree(d, ignore_errors=True)
+
+    @contextmanager
+    def arrays(self, item_shapes: dict[str, tuple[int, ...]]) -> Iterator[dict[str, np.ndarray]]:
+        """This rank's ``{spec name: (len(rows), K, *shape)}`` memmaps to fill, moved into place when the block
+        succeeds; ``item_shapes``: each spec's per-image shape (the runner's probe)."""
+        n, k = self.views.shape[:2]
+        self.shapes = {s.name: (n, k, *item_shapes[s.name]) for s in self.specs}
+        with ExitStack() as stack:
+            yield {s.name: stack.enter_context(write_array(self.part / f"{s.name}.npy", (len(self.rows), k, *item_shapes[s.name]),
+                                                           s.storage)) for s in self.specs}
+
+    def finish(self, val_logits: np.ndarray, files: list[str], extra: dict[str, Any]) -> None:
+        """Rank 0, after every rank's ``arrays`` block: gather the parts, then views, mixes, validation logits (M, C)
+        and the manifest (last: it makes the cache valid)."""
+        if self.world > 1:
+            for s in self.specs:
+                with write_array(self.folder / f"{s.name}.npy", self.shapes[s.name], s.storage) as dst:
+                    for r in range(self.world):
+                        dst[r::self.world] = np.load(self.folder / f".shard{r}" / f"{s.name}.npy", mmap_mode="r")
+            for r in range(self.world):
+                shutil.rmtree(self.folder / f".shard{r}", ignore_errors=True)
+        save_npy(self.folder / "views.npy", self.views)
+        if self.mixes is not None:
+            save_npy(self.folder / "mixes.npy", self.mixes)
+        save_npy(self.folder / "val_logits.npy", val_logits)
+        shapes = {**{n: list(s) for n, s in self.shapes.items()}, "views": list(self.views.shape),
+                  "val_logits": list(val_logits.shape), **({"mixes": list(self.mixes.shape)} if self.mixes is not None else {})}
+        contents = {"stored": [s.name for s in self.specs], "specs": {s.name: {"kind": s.kind, "layer": s.layer,
+                                                                              "feat_from": s.feat_from} for s in self.specs}}
+        write_manifest(self.folder, self.key, contents, shapes, files, extra)
 
 
 def write_manifest(folder: Path, key: dict[str, Any], contents: dict[str, Any], shapes: dict[str, list[int]],

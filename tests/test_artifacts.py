@@ -36,6 +36,7 @@ def test_a_checkpoint_holding_a_pickled_object_is_refused_not_run(tmp_path, hw13
     assert marker.exists()
 
 
+@pytest.mark.slow
 def test_the_deployable_student_is_safetensors_and_json(tmp_path, hw13, capsys):
     cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 2})
     assert main(["student", "--config", str(cfg)]) == 0, capsys.readouterr().err
@@ -61,21 +62,47 @@ def test_the_deployable_student_is_safetensors_and_json(tmp_path, hw13, capsys):
     assert "student.safetensors" in capsys.readouterr().err
 
 
-def test_bf16_autocast_runs_every_stage_on_the_cpu(tmp_path, hw13, capsys):
-    """``amp: bf16`` forces the autocast path this CPU may not pick under ``auto``."""
+@pytest.mark.slow
+def test_bf16_autocast_runs_every_stage_on_the_cpu(tmp_path, hw13, capsys, monkeypatch):
+    """``amp: bf16`` forces the autocast path this CPU may not pick under ``auto``: the teacher's training, the
+    cache's teacher and the student's training really compute in bfloat16 (their outputs' dtype, seen here)."""
+    import pipeline.tasks.classification as classification
+    import pipeline.tasks.distillation as distillation
+    import pipeline.teachers as teachers
+    from pipeline.fields import forward_specs
+
+    seen: dict[str, set] = {}
+
+    def spy(where, fn):
+        def wrapped(*a, **k):
+            out = fn(*a, **k)
+            seen.setdefault(where, set()).update(str(v.dtype) for v in (out.values() if isinstance(out, dict) else [out]))
+            return out
+        return wrapped
+
+    monkeypatch.setattr(classification.Classification, "logits",
+                        spy("teacher", classification.Classification.logits))
+    monkeypatch.setattr(teachers, "forward_specs", spy("cache", forward_specs))
+    monkeypatch.setattr(distillation, "forward_specs", spy("student", forward_specs))
     cfg = tiny_config(tmp_path, hw13, teacher={"amp": "bf16", "epochs": 1}, student={"amp": "bf16", "epochs": 1})
     for stage in ("teacher", "cache", "student", "submit"):
         assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
+    assert seen == {"teacher": {"torch.bfloat16"}, "cache": {"torch.bfloat16"}, "student": {"torch.bfloat16"}}
     s = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
     assert s["teacher"]["precision"] == s["cache"]["precision"] == s["student"]["precision"] == "bf16"
     metrics = (tmp_path / "runs" / "tiny" / "student" / "metrics.csv").read_text()
     assert "nan" not in metrics
 
 
-def test_auto_precision_follows_the_hardware():
-    from pipeline.precision import cpu_has_native_bf16, resolve
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    import pipeline.precision as precision
+    from pipeline.precision import resolve
 
-    p = resolve("auto", torch.device("cpu"))
-    assert p.dtype == (torch.bfloat16 if cpu_has_native_bf16() else None) and not p.scaled
+    for native, want in ((True, torch.bfloat16), (False, None)):  # both kinds of CPU, whichever this one is
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        p = resolve("auto", torch.device("cpu"))
+        assert p.dtype == want and not p.scaled
     assert resolve("off", torch.device("cpu")).dtype is None
+    assert resolve("bf16", torch.device("cpu")).dtype == torch.bfloat16
+    assert resolve("fp16", torch.device("cpu")).dtype == torch.bfloat16  # no float16 GradScaler path on a CPU
     assert resolve("fp16", torch.device("cuda")).scaled and resolve("auto", torch.device("cuda")).dtype == torch.float16

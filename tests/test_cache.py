@@ -8,12 +8,14 @@ import torch
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.data import open_data, pixels
-from pipeline.teacher_cache import StaleCacheError, expected_key, load_cache, needed
+from pipeline.fields import LOGITS
+from pipeline.losses.terms import teacher_specs
+from pipeline.teacher_cache import StaleCacheError, expected_key, load_cache
 
 
 def _key(cfg_path, *overrides):
     cfg = load_config(cfg_path, list(overrides))
-    return cfg, expected_key(cfg, pixels(cfg, open_data(cfg), "train").key), needed(cfg)
+    return cfg, expected_key(cfg, pixels(cfg, open_data(cfg), "train").key), teacher_specs(cfg)
 
 
 def test_cache_holds_teacher_outputs_per_view(built):
@@ -26,6 +28,7 @@ def test_cache_holds_teacher_outputs_per_view(built):
     assert man["key"]["teacher_sha256"] and len(man["files"]) == n and "torch" in man["versions"]
 
 
+@pytest.mark.slow
 def test_changed_teacher_is_refused_with_rebuild_hint(built, capsys):
     cfg = load_config(built)
     from safetensors.torch import load_file, save_file
@@ -82,6 +85,7 @@ def test_cached_logits_equal_an_online_forward(built):
     np.testing.assert_allclose(out[0].numpy(), c.arrays['logits'][i, v], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cache_for_other_losses_is_refused_then_superset_accepted(built, capsys):
     cfg, key, need = _key(built, "student.losses=[{name: cosine}]")
     with pytest.raises(StaleCacheError, match="does not hold feat"):
@@ -89,13 +93,14 @@ def test_cache_for_other_losses_is_refused_then_superset_accepted(built, capsys)
     # a cache built with extra arrays serves every method
     assert main(["cache", "--config", str(built), "cache.store=[feat, map]", "cache.feature_layer=2"]) == 0
     c = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
-    assert set(c.arrays) >= {"logits"} and c.manifest["contents"]["stored"] == ["feat", "logits", "map"]
+    assert set(c.arrays) == {"feat", "logits"} and c.manifest["contents"]["stored"] == ["feat", "logits", "map@2"]
     assert main(["student", "--config", str(built)]) == 0  # the plain kd student takes the superset cache
     cfg2, key2, need2 = _key(built, "student.losses=[{name: fitnet}]", "cache.feature_layer=3")
-    with pytest.raises(StaleCacheError, match="from layer 2.*asks for 3"):
+    with pytest.raises(StaleCacheError, match=r"does not hold map@3 \(holds feat, logits, map@2\)"):
         load_cache(cfg2.run_dir / "cache", key2, need2, "rebuild")
 
 
+@pytest.mark.slow
 def test_unlabelled_images_join_the_cache_after_the_training_rows(built, capsys):
     cfg, key, need = _key(built)
     before = load_cache(cfg.run_dir / "cache", key, need, "rebuild")
@@ -131,6 +136,7 @@ def test_unlabelled_images_need_an_evaluation_folder(built, capsys):
     assert "cache.unlabeled" in err and "evaluation" in err
 
 
+@pytest.mark.slow
 def test_ensemble_cache_is_the_mean_of_its_teachers_and_is_keyed_on_all_of_them(built, tmp_path):
     """cache.ensemble: the cache holds the mean of the teachers' logits (each at its own image size); replacing
     one member's weights makes the cache stale; feature losses and an online teacher are refused at load."""
@@ -155,7 +161,7 @@ def test_ensemble_cache_is_the_mean_of_its_teachers_and_is_keyed_on_all_of_them(
     assert main(["student", "--config", str(ens), "student.epochs=1"]) == 0
 
     cfg, cfg_other = load_config(ens), load_config(other)
-    need = {"stored": ["logits"], "feature_layer": None}
+    need = [LOGITS]
     got = np.load(runs / "ens" / "cache" / "logits.npy")
     a = np.load(runs / "tiny" / "cache" / "logits.npy")
     # the second teacher, run by hand on the ensemble's view 1 of every image at its own size (24 px)
@@ -185,6 +191,7 @@ def test_ensemble_cache_is_the_mean_of_its_teachers_and_is_keyed_on_all_of_them(
         load_config(ens, ["student.teacher_mode=online"])
 
 
+@pytest.mark.slow
 def test_onnxruntime_backend_caches_what_torch_caches(built, tmp_path):
     """cache.backend: onnxruntime exports the teacher with every stored field as an output; its cache matches
     PyTorch's to float rounding, and a student trains from it."""

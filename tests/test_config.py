@@ -146,3 +146,14 @@ def test_hw13_recipes_inherit_the_task():
     assert simple.data.root == boss.data.root == "data/food11"
     assert simple.student.effective_losses()[0].name == "ce" and len(simple.student.effective_losses()) == 1
     assert {t.name for t in boss.student.losses} == {"ce", "dkd", "rkd", "fitnet"} and boss.submit.competition == "ml2023spring-hw13"
+
+
+def test_a_layer_on_a_term_that_reads_no_map_is_refused_and_a_map_term_needs_one():
+    with pytest.raises(ConfigError, match=r"student.losses.1: loss 'kd' reads no feature map: remove its layer"):
+        load_config("configs/demo.yaml", ["student.losses=[{name: ce}, {name: kd, layer: 3}]"])
+    with pytest.raises(ConfigError, match=r"cache.feature_layer is not set, but fitnet \(student.losses.1\)"):
+        load_config("configs/demo.yaml", ["student.losses=[{name: ce}, {name: fitnet}]"])
+    with pytest.raises(ConfigError, match="student.losses.1.layer 99 is not a feature index"):
+        load_config("configs/demo.yaml", ["student.losses=[{name: ce}, {name: fitnet, layer: 99}]"])
+    cfg = load_config("configs/demo.yaml", ["student.losses=[{name: ce}, {name: fitnet, layer: 3}]"])
+    assert cfg.student.losses[1].layer == 3 and cfg.cache.feature_layer is None

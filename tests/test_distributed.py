@@ -31,6 +31,7 @@ def torchrun(*args: str, module: str = "pipeline") -> subprocess.CompletedProces
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
+@pytest.mark.slow
 def test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch(tmp_path):
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     res = subprocess.run([sys.executable, "-m", "tests.ddp_worker", str(one), "8"], capture_output=True, text=True,
@@ -49,6 +50,7 @@ def test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch(tmp_pa
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_two_process_cache_equals_one_process_cache_and_student_trains(tmp_path, built, capsys):
     import shutil
 

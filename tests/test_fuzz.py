@@ -1,6 +1,7 @@
 """Property-based tests: the config loader and the label parser never crash with anything but a clear error."""
 import string
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ keys = st.sampled_from(["data", "teacher", "student", "cache", "submit", "seed",
 values = st.recursive(scalars, lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(keys, c, max_size=4)), max_leaves=12)
 
 
+@pytest.mark.slow
 @given(st.dictionaries(keys, values, max_size=6))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_config_loader_only_raises_config_error(tmp_path, doc):

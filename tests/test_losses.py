@@ -275,3 +275,27 @@ def test_ce_with_mixed_labels_matches_its_definition_in_float64():
     plain = LOSSES.get("ce")(logits_s=s.float(), target=target)
     same = LOSSES.get("ce")(logits_s=s.float(), target=target, target_mix=torch.full((B,), -1), lam=torch.ones(B))
     assert same.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_two_hint_terms_read_their_own_layers_through_their_own_regressors():
+    """Terms bind loss arguments to field specs once: two fitnet terms at teacher layers 2 and 3 read map@2 and
+    map@3 (and the student's maps at their own stages) through separate regressors sized for each pair."""
+    from torch import nn
+
+    from pipeline.config import load_config
+    from pipeline.losses.criterion import Criterion
+    from pipeline.losses.terms import bind_terms, teacher_specs
+
+    cfg = load_config("configs/demo.yaml", ["student.losses=[{name: ce}, {name: fitnet, layer: 2, student_layer: -3}, "
+                                            "{name: fitnet, layer: 3, weight: 2.0}]"])
+    terms = bind_terms(cfg)
+    assert [s.name for s in teacher_specs(cfg, terms)] == ["logits", "map@2", "map@3"]
+    assert [[s.name for s in t.specs("s")] for t in terms] == [["logits"], ["map@-3"], ["map@-2"]]
+    crit = Criterion(terms, {"logits": 5, "map@-3": 4, "map@-2": 6}, {"logits": 5, "map@2": 8, "map@3": 16})
+    convs = {k: next(m for m in a.modules() if isinstance(m, nn.Conv2d)) for k, a in crit.adapters.items()}
+    assert {k: (c.in_channels, c.out_channels) for k, c in convs.items()} == {"1_map": (4, 8), "2_map": (6, 16)}
+    student = {"logits": torch.randn(B, 5), "map@-3": torch.randn(B, 4, 4, 4), "map@-2": torch.randn(B, 6, 2, 2)}
+    teacher = {"map@2": torch.randn(B, 8, 4, 4), "map@3": torch.randn(B, 16, 2, 2)}
+    out = crit(student, teacher, {"target": FIXED["target"], "target_mix": FIXED["target_mix"], "lam": FIXED["lam"]})
+    assert set(out) == {"loss", "ce", "fitnet", "fitnet_2"}
+    torch.testing.assert_close(out["loss"].detach(), out["ce"] + out["fitnet"] + 2.0 * out["fitnet_2"])

@@ -11,7 +11,9 @@ from pipeline.data import distill_set, open_data, pixels
 from pipeline.data.datasets import Normalize, ViewImages
 from pipeline.data.views import MIXES, mix_images, render_view, sample_mixes, sample_views
 from pipeline.models import load_teacher
+from pipeline.fields import LOGITS
 from pipeline.teacher_cache import StaleCacheError, expected_key, load_cache
+from pipeline.teachers import CachedTeacher
 
 
 @pytest.mark.parametrize("kind", MIXES.names())
@@ -29,6 +31,7 @@ def test_mixes_never_touch_view_0_never_pair_an_image_with_itself_and_lam_is_the
         assert own_share == pytest.approx(row[2], abs=0.07)  # CutMix: up to the box's pixel rounding
 
 
+@pytest.mark.slow
 def test_the_teacher_is_cached_on_the_mixed_image_the_student_replays(built, tmp_path):
     over = ["cache.mix=cutmix", "cache.mix_prob=1.0", "cache.views=3"]
     assert main(["cache", "--config", str(built), *over]) == 0
@@ -36,13 +39,13 @@ def test_the_teacher_is_cached_on_the_mixed_image_the_student_replays(built, tmp
     layout = open_data(cfg)
     images = distill_set(cfg, layout, pixels(cfg, layout, "train"), False)
     key = expected_key(cfg, images.pixel_key)
-    cache = load_cache(cfg.run_dir / "cache", key, {"stored": ["logits"], "feature_layer": None}, "rebuild")
+    cache = load_cache(cfg.run_dir / "cache", key, [LOGITS], "rebuild")
     assert cache.mixes is not None and (cache.mixes[:, 1:, 0] >= 0).all()
     model, meta = load_teacher(cfg.teacher_dir)
     size = meta["img_size"]
     teacher_view = ViewImages(images.pixels, images.labels, cache.views, size, fixed_view=1, mixes=cache.mixes)
     student_view = ViewImages(images.pixels, images.labels, cache.views, size, fixed_view=1, mixes=cache.mixes,
-                              lookup=lambda i, k: cache.lookup(i, k))
+                              teacher=CachedTeacher(cache, [LOGITS], "sha"))
     for i in range(len(images)):
         t, s = teacher_view[i], student_view[i]
         assert torch.equal(t["image"], s["image"])  # the same pixels at the same size
@@ -69,7 +72,7 @@ def test_mixing_settings_key_the_cache_and_typos_fail_at_load(built):
     layout = open_data(cfg)
     images = distill_set(cfg, layout, pixels(cfg, layout, "train"), False)
     with pytest.raises(StaleCacheError, match="transform"):
-        load_cache(cfg.run_dir / "cache", expected_key(cfg, images.pixel_key), {"stored": ["logits"], "feature_layer": None}, "x")
+        load_cache(cfg.run_dir / "cache", expected_key(cfg, images.pixel_key), [LOGITS], "x")
     with pytest.raises(ConfigError, match="cache.mix 'cutmx' is not one of none, cutmix, mixup"):
         load_config(built, ["cache.mix=cutmx"])
 
@@ -98,6 +101,6 @@ def test_float16_logits_halve_the_cache_and_key_it(built):
     images = distill_set(cfg, layout, pixels(cfg, layout, "train"), False)
     plain = load_config(built)
     with pytest.raises(StaleCacheError, match="logits_dtype"):
-        load_cache(cfg.run_dir / "cache", expected_key(plain, images.pixel_key), {"stored": ["logits"], "feature_layer": None}, "x")
+        load_cache(cfg.run_dir / "cache", expected_key(plain, images.pixel_key), [LOGITS], "x")
     assert main(["student", "--config", str(built), "cache.logits_dtype=float16", "student.view_sampling=fresh",
                  "student.epochs=1"]) == 0

@@ -28,6 +28,7 @@ def hint(err: str, after: str) -> list[str]:
     return words[1:]
 
 
+@pytest.mark.slow
 def test_data_changed_after_training_is_refused_then_rerun(tmp_path, hw13, capsys):
     cfg = tiny_config(tmp_path, hw13)
     for stage in ("teacher", "cache", "student", "submit"):
@@ -96,6 +97,7 @@ def cached(built):
     return built
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["views.npy", "logits.npy", "manifest.json"])
 def test_empty_cache_files_are_named_and_the_rebuild_command_works(cached, capsys, damage):
     p = load_config(cached).run_dir / "cache" / damage
@@ -119,6 +121,7 @@ def test_a_truncated_teacher_is_named_and_rewritten_by_the_teacher_stage(cached,
     assert run(cached, "cache", "cache.views=3") == 0
 
 
+@pytest.mark.slow
 def test_a_deleted_student_is_written_again_by_rerunning_the_stage(cached, capsys):
     assert run(cached, "student") == 0
     folder = load_config(cached).run_dir / "student"
@@ -170,6 +173,7 @@ def test_a_killed_checkpoint_write_leaves_no_temp_after_the_next_run(tmp_path, h
     assert not list(folder.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_second_run_waits_for_the_first_and_says_who_holds_it(cached, capsys):
     from pipeline.locks import held
 

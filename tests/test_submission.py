@@ -75,18 +75,29 @@ def test_upload_without_credentials_is_a_clear_message(tmp_path, monkeypatch):
 
 
 def test_upload_calls_the_api_lazily(tmp_path, monkeypatch):
-    """With credentials, the (fake) kaggle module is imported only at upload and gets file, message, slug."""
+    """With credentials, the (fake) kaggle client is imported only at upload, authenticated then, and gets file,
+    message, slug (tests/test_kaggle_upload.py runs the real one against the Kaggle twin)."""
     import sys
     import types
 
     calls = []
-    fake = types.ModuleType("kaggle")
-    fake.api = types.SimpleNamespace(competition_submit=lambda f, m, c: calls.append((f, m, c)) or "ok")
-    monkeypatch.setitem(sys.modules, "kaggle", fake)
+
+    class FakeApi:
+        def authenticate(self):
+            calls.append("auth")
+
+        def competition_submit(self, f, m, c, quiet):
+            calls.append((f, m, c))
+            return types.SimpleNamespace(message="Successfully submitted", ref=7)
+
+    for name in ("kaggle", "kaggle.api"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "kaggle.api.kaggle_api_extended", types.SimpleNamespace(KaggleApi=FakeApi))
     monkeypatch.setenv("KAGGLE_API_TOKEN", "dummy")
     p = tmp_path / "s.csv"
-    assert upload(p, "ml2023spring-hw13", "msg") == "ok"
-    assert calls == [(str(p), "msg", "ml2023spring-hw13")]
+    assert upload(p, "ml2023spring-hw13", "msg") == {"competition": "ml2023spring-hw13", "ref": 7,
+                                                     "message": "Successfully submitted", "description": "msg"}
+    assert calls == ["auth", (str(p), "msg", "ml2023spring-hw13")]
 
 
 def test_bad_competition_slug(tmp_path):

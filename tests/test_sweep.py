@@ -43,6 +43,7 @@ def test_a_bad_space_fails_before_any_trial(tmp_path, hw13, capsys, change, matc
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_without_losing_or_repeating_trials(built, tmp_path, capsys):
     space = space_file(tmp_path)
     code = main(["sweep", "--config", str(built), "--space", str(space), "--trials", "5", "--workers", "2"])
@@ -76,6 +77,7 @@ def test_two_workers_share_one_study_without_losing_or_repeating_trials(built, t
     assert (tmp_path / "runs" / "tiny" / "report" / "sweep_space.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_leaves_its_trial_marked_failed(built, tmp_path, capsys):
     space = space_file(tmp_path, fixed={"student.epochs": 500},
                        params={"student.lr": {"type": "float", "low": 1e-3, "high": 2e-3}})
@@ -116,6 +118,7 @@ def test_workers_get_different_sampler_seeds(built, tmp_path, monkeypatch):
     assert a != b and sw.study().sampler._rng.rng.random() == a
 
 
+@pytest.mark.slow
 def test_racing_workers_start_exactly_the_trials_asked_for(built, tmp_path):
     """Every trial over budget is pruned at once, so three workers ask for trials as fast as they can: the study
     still ends with exactly --trials trials (Optuna's MaxTrialsCallback let each worker start one more)."""

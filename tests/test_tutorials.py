@@ -8,6 +8,7 @@ from pipeline.config import ConfigError, load_config
 from pipeline.data.datasets import AUGMENTATIONS, AugmentedImages
 from pipeline.fields import ADAPTERS
 from pipeline.losses.criterion import Criterion
+from pipeline.losses.terms import bind_terms
 from pipeline.models import STUDENTS, count_params, create_student
 from pipeline.models.teacher import TeacherError, create_teacher
 from pipeline.optim import OPTIMIZERS, SCHEDULES, optimization
@@ -132,11 +133,11 @@ def test_pool_adapter_is_the_tutorials_avg_pool1d_and_conv3x3_has_its_parameter_
 
 def test_criterion_builds_the_configured_adapter():
     cfg = load_config("configs/seeds/cifar10-regressor.yaml", ["data.root=/nonexistent"])
-    crit = Criterion(cfg.student.losses, {"map": 16}, {"map": 32}, cfg.student.adapters)
+    crit = Criterion(bind_terms(cfg), {"logits": 10, "map@-1": 16}, {"logits": 10, "map@-1": 32}, cfg.student.adapters)
     convs = [m for m in crit.modules() if isinstance(m, nn.Conv2d)]
     assert [c.kernel_size for c in convs] == [(3, 3)] and not any(isinstance(m, nn.BatchNorm2d) for m in crit.modules())
-    out = crit(logits_s=torch.randn(4, 10), target=torch.arange(4), target_mix=torch.full((4,), -1), lam=torch.ones(4),
-               map_s=torch.randn(4, 16, 8, 8), map_t=torch.randn(4, 32, 8, 8))
+    out = crit({"logits": torch.randn(4, 10), "map@-1": torch.randn(4, 16, 8, 8)}, {"map@-1": torch.randn(4, 32, 8, 8)},
+               {"target": torch.arange(4), "target_mix": torch.full((4,), -1), "lam": torch.ones(4)})
     assert set(out) == {"loss", "ce", "fitnet"}
 
 
@@ -163,6 +164,7 @@ def _class_folders(root, classes, n_train, n_val, size, seed=0):
     return root
 
 
+@pytest.mark.slow
 def test_the_xray_config_runs_teacher_cache_student_on_generated_images(tmp_path):
     """configs/seeds/xray-kd.yaml as shipped (the 4-channel student at 224 px, CE + KD alpha 0.25, T 1), on a
     generated 2-class folder set; only the data, the run folder, the epochs and the teacher's weights (none:
@@ -212,12 +214,13 @@ def test_idx_data_writes_class_folders_of_the_exact_pixels(tmp_path):
 
 @pytest.mark.parametrize("how", ["pre_logits", "pooled", "flatten"])
 def test_feat_from_reads_the_embedding_the_pool_or_the_flattened_map(how):
-    from pipeline.fields import forward_fields
+    from pipeline.fields import FieldSpec, forward_specs
 
     m = create_student("dwsep", 10).eval()
     x = torch.rand(2, 3, 32, 32)
     final = m.forward_features(x)
-    feat = forward_fields(m, x, ["feat"], None, {"feat": how})["feat"]
+    spec = FieldSpec("feat", feat_from=how)
+    feat = forward_specs(m, x, [spec])[spec.name]
     want = {"pre_logits": m.forward_head(final, pre_logits=True), "pooled": final.mean((2, 3)),
             "flatten": final.flatten(1)}[how]
     torch.testing.assert_close(feat, want)
@@ -226,13 +229,14 @@ def test_feat_from_reads_the_embedding_the_pool_or_the_flattened_map(how):
 def test_the_cached_feat_is_keyed_by_how_it_was_read(built):
     from pipeline.cli import main
     from pipeline.data import distill_set, open_data, pixels
-    from pipeline.teacher_cache import StaleCacheError, expected_key, load_cache, needed
+    from pipeline.losses.terms import teacher_specs
+    from pipeline.teacher_cache import StaleCacheError, expected_key, load_cache
 
     assert main(["cache", "--config", str(built), "cache.store=[feat]", "cache.feat_from=pooled"]) == 0
     cfg = load_config(built, ["cache.store=[feat]", "cache.feat_from=flatten", "student.losses=[{name: cosine}]"])
     layout = open_data(cfg)
     images = distill_set(cfg, layout, pixels(cfg, layout, "train"), False)
-    with pytest.raises(StaleCacheError, match="its feat is pooled, the config asks for flatten"):
-        load_cache(cfg.run_dir / "cache", expected_key(cfg, images.pixel_key), needed(cfg), "rebuild")
+    with pytest.raises(StaleCacheError, match=r"does not hold feat@flatten \(holds feat@pooled, logits\)"):
+        load_cache(cfg.run_dir / "cache", expected_key(cfg, images.pixel_key), teacher_specs(cfg), "rebuild")
     with pytest.raises(ConfigError, match="feat_from 'flat' is not one of flatten, pooled, pre_logits"):
         load_config(built, ["student.feat_from=flat"])

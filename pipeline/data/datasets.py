@@ -94,8 +94,8 @@ class PlainImages(Dataset):
 
 class ViewImages(_Epoch):
     """Student training: replay a recorded view per image. Item: ``{image, target, index, view, target_mix,
-    lam}``, plus ``teacher_image`` (the same view at the teacher's size, for an online teacher) or the cached
-    teacher tensors ``<field>_t`` of that view (from ``lookup(index, view)``).
+    lam}``, plus what ``teacher`` (a ``teachers.TeacherOutputs``) needs per item: ``teacher_image`` (the same view
+    at its ``image_size``, for an online teacher) and its ``item(index, view)`` (the cached outputs of that view).
 
     ``views`` is (N, K, 5) from ``sample_views``; each epoch picks one of the K views per image.
     ``mixes`` (N, K, 7) from ``sample_mixes`` (or None) makes some views mixed images: ``target_mix`` is
@@ -104,14 +104,12 @@ class ViewImages(_Epoch):
     """
 
     def __init__(self, pixels: np.ndarray, labels: np.ndarray, views: np.ndarray, img_size: int,
-                 seed: int = 0, fixed_view: Optional[int] = None, teacher_size: Optional[int] = None,
-                 lookup: Optional[Callable[[int, int], dict[str, np.ndarray]]] = None,
+                 seed: int = 0, fixed_view: Optional[int] = None, teacher: Any = None,
                  mixes: Optional[np.ndarray] = None, fresh: bool = False):
         self.pixels, self.labels, self.views, self.mixes = pixels, labels, views, mixes
         self.fresh = fresh  # each view once per K epochs, in a per-image order (FKD-style)
         self.img_size, self.seed, self.fixed_view = img_size, seed, fixed_view
-        self.teacher_size = teacher_size  # online teacher: also return the view at the teacher's size
-        self.lookup = lookup  # cached teacher: its tensors for (image, view)
+        self.teacher = teacher
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -133,11 +131,11 @@ class ViewImages(_Epoch):
             "target": int(self.labels[i]), "index": i, "view": k,
             "target_mix": int(self.labels[partner]) if mixed else -1,
             "lam": float(self.mixes[i, k, 2]) if mixed else 1.0}  # type: ignore[index]
-        if self.teacher_size is not None:
-            item["teacher_image"] = torch.from_numpy(render_mixed(self.pixels, self.views, self.mixes, i, k,
-                                                                  self.teacher_size))
-        if self.lookup is not None:
-            item.update({name: torch.from_numpy(v) for name, v in self.lookup(i, k).items()})
+        if self.teacher is not None:
+            if self.teacher.image_size is not None:
+                item["teacher_image"] = torch.from_numpy(render_mixed(self.pixels, self.views, self.mixes, i, k,
+                                                                      self.teacher.image_size))
+            item.update({name: torch.from_numpy(v) for name, v in self.teacher.item(i, k).items()})
         return item
 
 

@@ -301,6 +301,27 @@ DATA_RECIPES = {"demo-fmnist": "build it with `make demo-data`", "mnist": "build
                 "food11": "download it with `make food11-data` (needs Kaggle credentials)"}
 
 
+# folders an archive tool adds beside the real content (macOS's zip), never data
+NOT_DATA = {"__MACOSX"}
+
+
+def follow_single_folder(root: Path) -> Path:
+    """``root`` itself when it has a training folder; else, when it holds a single folder (hidden ones and
+    ``__MACOSX`` aside) that has one, that folder, logged: an archive unpacked with its top-level folder
+    (``data/food11/Food-11/training/``) reads the same as one without (``data/food11/training/``)."""
+    if _find_dir(root, "train") is not None:
+        return root
+    subs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_DATA]
+    if len(subs) == 1 and _find_dir(subs[0], "train") is not None:
+        log.info("data root %s holds a single folder, %s/, with the data inside: reading %s", root, subs[0].name, subs[0])
+        return subs[0]
+    inside = [p.name for p in sorted(subs) if _find_dir(p, "train") is not None]
+    if len(inside) > 1:
+        raise LayoutError(f"{root}: no training/ folder, but {len(inside)} folders inside have one ({', '.join(inside)}): "
+                          f"set data.root to the one to use, e.g. data.root={root / inside[0]}")
+    return root
+
+
 def discover(root: str | Path, layout: str = "auto", limit_per_split: Optional[int] = None,
              skip_bad: bool = False) -> DataLayout:
     """Inspect ``root`` and return its splits; raise ``LayoutError`` naming the folder on any mismatch.
@@ -310,11 +331,14 @@ def discover(root: str | Path, layout: str = "auto", limit_per_split: Optional[i
         how = DATA_RECIPES.get(root.name)
         raise LayoutError(f"data folder {root} does not exist; {how + ', or ' if how else ''}set data.root in the "
                           "config (with make: ARGS=data.root=/path/to/data)")
+    outer, root = root, follow_single_folder(root)
     token = _SKIP_BAD.set(skip_bad)
     try:
         out = LAYOUTS.get(detect_layout(root) if layout == "auto" else layout)(root)
     finally:
         _SKIP_BAD.reset(token)
+    if out.sample_submission is None and root != outer and (outer / "sample_submission.csv").is_file():
+        out.sample_submission = outer / "sample_submission.csv"
     if limit_per_split:
         for name in ("train", "val"):  # test stays whole: the submission needs every id
             s = getattr(out, name)

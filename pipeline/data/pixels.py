@@ -6,7 +6,6 @@ while a copy of the same data (new paths, new mtimes) reuses it; a manifest that
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -16,7 +15,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ..atomic import atomic_path, remove_stale_temps, require_space, sha256_json, write_json
+from ..atomic import atomic_path, remove_stale_temps, require_space, sha256_file, sha256_json, write_json
 from ..locks import held
 from .images import load_square
 from .layout import Split
@@ -46,19 +45,10 @@ def _decode(args: tuple[str, int]) -> tuple[Optional[np.ndarray], str]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def split_key(split: Split, size: int) -> str:
     """Hash of the split's files (last three path parts and content) and the size: moving or
     re-copying the data folder keeps the key; changing, adding or removing a file changes it."""
-    files = [("/".join(Path(f).parts[-3:]), file_digest(Path(f))) for f in split.files]
+    files = [("/".join(Path(f).parts[-3:]), sha256_file(f)) for f in split.files]
     return sha256_json({"v": FORMAT_VERSION, "size": size, "files": files})
 
 

@@ -14,9 +14,6 @@ import numpy as np
 
 from ..registry import Registry
 
-VIEW_FIELDS = ("x0", "y0", "w", "h", "flip")
-
-
 def sample_views(n: int, k: int, size: int, scale_min: float, rng: np.random.Generator,
                  ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
     """RandomResizedCrop-style boxes + horizontal flips: returns (n, k, 5) int32; view 0 is the identity."""

@@ -12,9 +12,12 @@ logits_t   (B, C)                teacher logits
 target     (B,) int64            labels (-1: unlabelled image, skipped by label losses)
 feat_s     (B, D)                student embedding
 feat_t     (B, D')               teacher pooled features
-map_s      (B, c, h, w)          student feature map
-map_t      (B, c', h', w')       teacher feature map (timm ``forward_intermediates``)
+map_s      (B, c, h, w)          student feature map (at the term's ``student_layer``)
+map_t      (B, c', h', w')       teacher feature map (timm ``forward_intermediates``, at the term's ``layer``)
 ========== ===================== ==============================================
+
+The arguments are named by kind; each term of ``student.losses`` binds them to concrete outputs
+(``pipeline.losses.terms``): two FitNet terms with ``layer: 2`` and ``layer: 3`` read two teacher maps.
 
 A student tensor annotated ``Adapted`` (e.g. ``map_s: Adapted``) first goes through the field's
 trainable adapter (a 1x1-conv regressor for maps, a linear projection for embeddings), which is
@@ -33,7 +36,7 @@ from typing import Annotated, Any, Callable
 from pydantic import ConfigDict, ValidationError, create_model
 from torch import Tensor
 
-from ..fields import fields_of, tensor_args
+from ..fields import parse_arg, tensor_args
 from ..registry import Registry
 
 LOSSES: Registry[Callable[..., Tensor]] = Registry("loss")
@@ -45,15 +48,17 @@ class LossConfigError(ValueError):
     """A loss term names an unknown loss or a bad hyper-parameter."""
 
 
-def loss_inputs(name: str) -> set[str]:
-    """Tensor arguments the loss ``name`` takes, e.g. ``{"logits_s", "logits_t"}``."""
-    return {p for p in inspect.signature(LOSSES.get(name)).parameters if p in tensor_args()}
+@lru_cache(maxsize=None)
+def loss_inputs(name: str) -> frozenset[str]:
+    """Tensor arguments the loss ``name`` takes, e.g. ``{"logits_s", "logits_t"}`` (read once per name)."""
+    return frozenset(p for p in inspect.signature(LOSSES.get(name)).parameters if p in tensor_args())
 
 
-def loss_adapted(name: str) -> set[str]:
+@lru_cache(maxsize=None)
+def loss_adapted(name: str) -> frozenset[str]:
     """Student tensor arguments of ``name`` annotated ``Adapted``: they pass through a trainable adapter."""
     hints = typing.get_type_hints(LOSSES.get(name), include_extras=True)
-    return {k for k, h in hints.items() if ADAPT in getattr(h, "__metadata__", ())}
+    return frozenset(k for k, h in hints.items() if ADAPT in getattr(h, "__metadata__", ()))
 
 
 def loss_hparams(name: str) -> dict[str, object]:
@@ -63,8 +68,8 @@ def loss_hparams(name: str) -> dict[str, object]:
 
 
 def teacher_fields(name: str) -> set[str]:
-    """Teacher fields loss ``name`` reads (``{"logits"}`` for KD, ``set()`` for a label-only loss)."""
-    return fields_of(loss_inputs(name), "t")
+    """Teacher field kinds loss ``name`` reads (``{"logits"}`` for KD, ``set()`` for a label-only loss)."""
+    return {p[0] for p in map(parse_arg, loss_inputs(name)) if p and p[1] == "t"}
 
 
 @lru_cache(maxsize=None)

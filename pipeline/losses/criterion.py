@@ -1,75 +1,83 @@
-"""The distillation criterion: a weighted sum of registered losses plus their trainable adapters."""
+"""The distillation criterion: a weighted sum of bound loss terms plus their trainable adapters."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
 from torch import Tensor, nn
 
-from ..fields import ADAPTERS, field, fields_of
-from . import LOSSES, LossConfigError, check_kwargs, loss_adapted, loss_inputs
+from ..fields import ADAPTERS, field
+from . import LOSSES, LossConfigError, check_kwargs
+from .terms import Term
 
 
 def validate_terms(terms: Iterable[Any]) -> None:
-    """Check names and kwargs of ``[{name, weight, kwargs}]`` terms against the registry."""
+    """Check names and kwargs of ``[{name, weight, kwargs}]`` config terms against the registry."""
     for i, t in enumerate(terms):
         check_kwargs(t.name, t.kwargs, where=f"student.losses.{i}")
 
 
-def needs(terms: Iterable[Any]) -> set[str]:
-    """Tensor names the terms read (``logits_t``, ``feat_s``, ``map_t``, ...)."""
-    out: set[str] = set()
-    for t in terms:
-        out |= loss_inputs(t.name)
-    return out
-
-
 class Criterion(nn.Module):
-    """``forward(**tensors) -> {"loss": weighted sum, <name>: term, ...}``.
+    """``forward(student, teacher, context) -> {"loss": weighted sum, <name>: term, ...}``.
 
-    ``student_dims``/``teacher_dims`` give each field's channel size (dim 1) for the adapters of
-    ``Adapted`` arguments; adapters train with the student and are never part of the deployed model.
-    """
+    ``student`` / ``teacher``: ``{spec name: (B, ...)}`` outputs (``forward_specs``, a teacher's ``outputs``);
+    ``context``: ``target`` (B,), ``epoch`` (0-d), ``target_mix`` (B,), ``lam`` (B,). ``student_dims`` /
+    ``teacher_dims`` give each spec's channel size (dim 1) for the adapters of ``Adapted`` arguments; adapters
+    train with the student and are never part of the deployed model."""
 
-    def __init__(self, terms: list[Any], student_dims: dict[str, int], teacher_dims: dict[str, Optional[int]],
+    def __init__(self, terms: list[Term], student_dims: dict[str, int], teacher_dims: dict[str, int],
                  adapters: Optional[dict[str, Any]] = None):
-        """``adapters``: per field, an object with ``kind`` (an ``ADAPTERS`` name) and ``bn``, overriding the
-        field's default adapter."""
+        """``adapters``: per field kind, an object with ``kind`` (an ``ADAPTERS`` name) and ``bn``, overriding the
+        kind's default adapter."""
         super().__init__()
+        if not terms:
+            raise LossConfigError("no loss terms: student.losses is empty")
         adapters = adapters or {}
-        validate_terms(terms)
         self.terms = list(terms)
-        self.kwargs = [check_kwargs(t.name, t.kwargs) for t in self.terms]
+        self.losses = [LOSSES.get(t.name) for t in self.terms]
         self.adapters = nn.ModuleDict()
+        # per term: (argument, where it comes from, spec name, adapter key or None), resolved once
+        self.plan: list[list[tuple[str, str, str, Optional[str]]]] = []
         for i, t in enumerate(self.terms):
-            for name in fields_of(loss_adapted(t.name), "s"):
-                f = field(name)
-                if teacher_dims.get(name) is None:
-                    raise LossConfigError(f"loss {t.name!r} needs the teacher's {name!r}; it is not available "
-                                          f"(for maps set cache.feature_layer)")
-                kind, bn = (adapters[name].kind, adapters[name].bn) if name in adapters else (f.adapter, f.adapter_bn)
-                if kind is None:
-                    raise LossConfigError(f"loss {t.name!r} adapts {name!r}, which has no adapter")
-                try:
-                    self.adapters[f"{i}_{name}"] = ADAPTERS.get(kind)(student_dims[name], int(teacher_dims[name]), bn)  # type: ignore[arg-type]
-                except ValueError as exc:
-                    raise LossConfigError(f"student.adapters.{name}: {exc}") from None
+            rows = []
+            for arg, side, spec in t.inputs:
+                if spec is None:
+                    rows.append((arg, "context", arg, None))
+                    continue
+                key = f"{i}_{spec.kind}" if side == "s" and spec.kind in t.adapted else None
+                rows.append((arg, side, spec.name, key))
+                if key is not None:
+                    peer = next(s for _, sd, s in t.inputs if sd == "t" and s is not None and s.kind == spec.kind)
+                    self.adapters[key] = self._adapter(t, spec.kind, student_dims[spec.name],
+                                                       teacher_dims.get(peer.name), adapters)
+            self.plan.append(rows)
 
-    @property
-    def needs(self) -> set[str]:
-        return needs(self.terms)
+    @staticmethod
+    def _adapter(t: Term, kind: str, c_s: int, c_t: Optional[int], adapters: dict[str, Any]) -> nn.Module:
+        f = field(kind)
+        if c_t is None:
+            raise LossConfigError(f"loss {t.name!r} needs the teacher's {kind!r}; it is not available")
+        name, bn = (adapters[kind].kind, adapters[kind].bn) if kind in adapters else (f.adapter, f.adapter_bn)
+        if name is None:
+            raise LossConfigError(f"loss {t.name!r} adapts {kind!r}, which has no adapter")
+        try:
+            return ADAPTERS.get(name)(c_s, int(c_t), bn)
+        except ValueError as exc:
+            raise LossConfigError(f"student.adapters.{kind}: {exc}") from None
 
-    def forward(self, **tensors: Tensor) -> dict[str, Tensor]:
+    def forward(self, student: dict[str, Tensor], teacher: dict[str, Tensor], context: dict[str, Tensor]) -> dict[str, Tensor]:
+        sources = {"s": student, "t": teacher, "context": context}
         out: dict[str, Tensor] = {}
         total: Optional[Tensor] = None
-        for i, (t, kwargs) in enumerate(zip(self.terms, self.kwargs)):
-            kw = {k: tensors[k] for k in loss_inputs(t.name)}
-            for name in fields_of(loss_adapted(t.name), "s"):
-                kw[f"{name}_s"], kw[f"{name}_t"] = self.adapters[f"{i}_{name}"](kw[f"{name}_s"], kw[f"{name}_t"])
-            value = LOSSES.get(t.name)(**kw, **kwargs)
-            key = t.name if t.name not in out else f"{t.name}_{i}"
-            out[key] = value.detach()
+        for i, (t, loss, rows) in enumerate(zip(self.terms, self.losses, self.plan)):
+            kw = {arg: sources[src][name] for arg, src, name, _ in rows}
+            for arg, _, _, key in rows:
+                if key is not None:
+                    peer = f"{arg[:-2]}_t"
+                    kw[arg], kw[peer] = self.adapters[key](kw[arg], kw[peer])
+            value = loss(**kw, **t.kwargs)
+            label = t.name if t.name not in out else f"{t.name}_{i}"
+            out[label] = value.detach()
             total = t.weight * value if total is None else total + t.weight * value
-        if total is None:
-            raise LossConfigError("no loss terms: student.losses is empty")
+        assert total is not None
         out["loss"] = total
         return out

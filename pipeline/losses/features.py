@@ -19,7 +19,7 @@ def cosine(*, feat_s: Adapted, feat_t: Tensor) -> Tensor:
 def fitnet(*, map_s: Adapted, map_t: Tensor) -> Tensor:
     """FitNet hint: MSE between the regressed student map and the teacher map, (B, c, h, w) x2.
 
-    ``map_s`` is ``Adapted``: the trainable regressor (1x1 conv + BN + resize, ``fields.MapRegressor``) is
+    ``map_s`` is ``Adapted``: the trainable regressor (by default a 1x1 conv + BN + resize, ``ADAPTERS["conv1x1"]``) is
     applied before this call; it is optimised with the student and never part of the deployed student.
     """
     return F.mse_loss(map_s, map_t)

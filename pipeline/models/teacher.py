@@ -196,14 +196,14 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def check_feature_layer(name: str, layer: int, img_size: Optional[int] = None) -> None:
+def check_feature_layer(name: str, layer: int, img_size: Optional[int] = None, key: str = "cache.feature_layer") -> None:
     """Raise ``ValueError`` unless timm model ``name`` has intermediate ``layer`` (probed on the meta device:
-    no weights, no compute)."""
+    no weights, no compute); ``key`` names the setting in the message."""
     try:
         with torch.device("meta"):
             model = build_model(name, 10, img_size=img_size).eval()
             model.forward_intermediates(torch.empty(1, 3, img_size or 64, img_size or 64), indices=[layer])
     except (RuntimeError, AssertionError, IndexError, ValueError) as exc:
-        raise ValueError(f"cache.feature_layer {layer} is not a feature index of teacher {name!r} ({exc})") from None
+        raise ValueError(f"{key} {layer} is not a feature index of teacher {name!r} ({exc})") from None
     except Exception:  # noqa: BLE001 - unknown model (reported by the teacher stage) or no meta support
         return

@@ -6,11 +6,43 @@ library, never each other.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..registry import Registry
 
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from ..config import Config
+    from ..engine import Engine
+    from ..precision import Precision
+    from ..rundir import RunDir
+
 STAGES: Registry[Callable[..., dict[str, Any]]] = Registry("stage")
+
+
+def build_engine(cfg: "Config", rd: "RunDir", stage: str, out: Path, module: "nn.Module", train_dl: "DataLoader",
+                 val_dl: "DataLoader", optimizer: Any, scheduler: Any, precision: "Precision",
+                 identity: Sequence[str], on_best: Callable[[dict[str, Any]], None],
+                 inputs: dict[str, str]) -> "Engine":
+    """The ``Engine`` of a training stage (``teacher`` or ``student``: its section of ``cfg`` gives epochs,
+    resume, EMA, ...): its checkpoint is keyed by the config sections ``identity`` and the content keys
+    ``inputs``; ``on_best(row)`` writes the deployable model to ``out``; the run's callbacks get every epoch."""
+    from ..engine import Engine
+    from ..models.artifacts import artifact_ok
+    from ..tensorboard_events import callbacks_for
+
+    sec = getattr(cfg, stage)
+    return Engine(module=module, loader=train_dl, val_loader=val_dl, optimizer=optimizer, scheduler=scheduler,
+                  epochs=sec.epochs, out_dir=out, config=cfg.to_dict(), config_hash=cfg.digest(*identity),
+                  config_changes=lambda old: cfg.changes_since(old, *identity), on_best=on_best,
+                  best_ok=lambda: artifact_ok(out, stage), inputs=inputs, rerun_cmd=rd.command(stage, force=True),
+                  precision=precision, resume=sec.resume == "auto" and not rd.force,
+                  max_steps_per_epoch=sec.max_steps_per_epoch, resume_cmd=rd.command(stage), sync_bn=sec.sync_bn,
+                  compile=sec.compile, ema_decay=sec.ema,
+                  callbacks=[*rd.callbacks, *callbacks_for(cfg.tensorboard, out, sec.epochs)])
 
 
 def pipeline_order() -> list[str]:
@@ -35,4 +67,4 @@ def _import_all() -> None:
 
 _import_all()
 
-__all__ = ["STAGES", "pipeline_order", "ordered"]
+__all__ = ["STAGES", "build_engine", "pipeline_order", "ordered"]

@@ -14,7 +14,7 @@ from ..data import open_data, pixels
 from ..data.datasets import Normalize, PlainImages, loader
 from ..export import export_onnx, ort_session, parity, quantize_int8
 from ..models import load_student
-from ..predict import accuracy
+from ..predict import accuracy, predict_logits
 from ..rundir import RunDir
 
 
@@ -31,8 +31,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     dl = loader(PlainImages(val.pixels, val.split.labels, size), 64, shuffle=False)
     x = torch.cat([norm(b["image"]) for b in dl])
     max_diff = parity(model, onnx_path, x[:256])
-    with torch.inference_mode():
-        torch_acc = accuracy(model.eval()(x).numpy(), val.split.labels)
+    torch_acc = accuracy(predict_logits(model, dl, norm, torch.device("cpu"), desc=None), val.split.labels)
 
     def ort_acc(path: Any) -> float:
         sess = ort_session(path)

@@ -14,6 +14,7 @@ from ..data.datasets import Normalize
 from ..models import load_student
 from ..predict import predict_pixels
 from ..report import build_report
+from ..teacher_cache import validation_logits
 from ..rundir import RunDir
 
 
@@ -23,8 +24,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     layout = open_data(cfg)
     val = pixels(cfg, layout, "val")
     s_logits = predict_pixels(model, val.pixels, meta["img_size"], Normalize(meta["mean"], meta["std"]), torch.device("cpu"))
-    t_path = cfg.run_dir / "cache" / "val_logits.npy"
-    t_logits = np.load(t_path) if t_path.is_file() else None
+    t_logits = validation_logits(cfg.run_dir / "cache")
     if t_logits is not None and len(t_logits) != len(s_logits):
         t_logits = None
     summary = rd.summary()

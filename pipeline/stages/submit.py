@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from . import STAGES
+from .. import distributed
+from ..atomic import sha256_file
 from ..config import Config
+from ..confidence import accuracy_interval
 from ..data import open_data, pixels
 from ..data.datasets import Normalize
 from ..engine import device
@@ -13,6 +17,7 @@ from ..models import load_student
 from ..precision import resolve
 from ..predict import accuracy, predict_pixels
 from ..rundir import RunDir
+from ..kaggle_client import description, record_upload
 from ..submission import SubmissionError, check_file, upload, write_submission
 
 
@@ -25,7 +30,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     dev = device()
     model, meta = load_student(cfg.run_dir / cfg.student.dir, cfg.student.budget, f"run it first: {rd.command('student')}")
     test = pixels(cfg, layout, "test")
-    rd.stage("submit")
+    out = rd.stage("submit")
     model.to(dev)
     norm = Normalize(meta["mean"], meta["std"]).to(dev)
     precision = resolve(cfg.student.amp, dev)  # the precision the student was validated in
@@ -39,10 +44,19 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     result: dict[str, Any] = {"path": rd.relative(path), "rows": len(df),
                               "validated_against": rd.relative(layout.sample_submission) if layout.sample_submission else None,
                               "student_params": meta["params"], "tta": cfg.submit.tta, "val_acc": round(val_acc, 4),
+                              "val_images": len(val.split.labels),
+                              "val_acc_ci95": accuracy_interval(val_acc, len(val.split.labels)),
                               "wall_s": round(time.time() - t0, 1)}
-    if cfg.submit.upload:
-        check_file(path, num_classes=layout.num_classes, sample_path=layout.sample_submission)
-        result["kaggle"] = upload(path, cfg.submit.competition, cfg.submit.message)
     rd.update_summary("submit", result)
     rd.update_summary("submission", rd.relative(path))
+    if cfg.submit.upload and distributed.is_main():  # once (not per torchrun rank); the CSV is kept whatever Kaggle answers
+        check_file(path, num_classes=layout.num_classes, sample_path=layout.sample_submission)
+        text = description(cfg.submit.message, run=cfg.name, config=rd.relative(Path(rd.config_path)),
+                           student=meta["arch"], params=meta["params"], val_acc=val_acc, ci=result["val_acc_ci95"])
+        kept = f"; the CSV is kept at {rd.relative(path)}; upload it again with: {rd.command('submit')}"
+        sent = upload(path, cfg.submit.competition, text, kept=kept)
+        result["kaggle"] = record_upload(out, {**sent, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                                               "csv": rd.relative(path), "csv_sha256": sha256_file(path),
+                                               "val_acc": result["val_acc"], "val_acc_ci95": result["val_acc_ci95"]})
+        rd.update_summary("submit", result)
     return result

@@ -8,14 +8,13 @@ from typing import Any
 
 import torch
 
-from . import STAGES
+from . import STAGES, build_engine
 from ..config import Config
 from ..data import open_data, pixels
 from ..data.datasets import AugmentedImages, Normalize, PlainImages, loader
-from ..engine import Engine, device
+from ..engine import device
 from ..optim import optimization
 from ..models import count_params, save_artifact
-from ..models.artifacts import artifact_ok
 from ..models.teacher import TeacherError, create_teacher, teacher_norm
 from ..precision import resolve
 from ..predict import accuracy, predict_logits
@@ -65,17 +64,11 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     def on_best(row: dict[str, Any]) -> None:
         save_artifact(out, "teacher", model, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
 
-    engine = Engine(module=task, loader=train_dl, val_loader=val_dl, optimizer=opt, scheduler=sched, epochs=tc.epochs,
-                    out_dir=out, config=cfg.to_dict(), config_hash=cfg.digest(*IDENTITY),
-                    config_changes=lambda old: cfg.changes_since(old, *IDENTITY),
-                    on_best=on_best, best_ok=lambda: artifact_ok(out, "teacher"),
-                    inputs={"train images": train.key, "validation images": val.key},
-                    rerun_cmd=rd.command("teacher", force=True),
-                    precision=precision, resume=tc.resume == "auto" and not rd.force,
-                    max_steps_per_epoch=tc.max_steps_per_epoch, resume_cmd=rd.command("teacher"),
-                    sync_bn=tc.sync_bn, compile=tc.compile, ema_decay=tc.ema)
+    engine = build_engine(cfg, rd, "teacher", out, task, train_dl, val_dl, opt, sched, precision, IDENTITY, on_best,
+                          {"train images": train.key, "validation images": val.key})
     history = engine.fit()
     result = {"name": tc.model, "params": meta["params"], "val_acc": max(h["val_acc"] for h in history),
+              "val_images": len(val.split.labels),
               "epochs": len(history), "precision": precision.name,
               "train_s": round(sum(h["epoch_s"] for h in history), 1), "wall_s": round(time.time() - t0, 1),
               "artifact": rd.relative(out / "teacher.safetensors")}
@@ -93,7 +86,8 @@ def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any
     acc = accuracy(logits, val.split.labels)
     save_artifact(out, "teacher", task.model, {**meta, "val_acc": acc, "epoch": 0})
     cfg.save(out / "config.yaml")
-    result = {"name": cfg.teacher.model, "params": meta["params"], "val_acc": acc, "epochs": 0,
+    result = {"name": cfg.teacher.model, "params": meta["params"], "val_acc": acc, "val_images": len(val.split.labels),
+              "epochs": 0,
               "weights": cfg.teacher.weights, "precision": precision.name, "train_s": 0.0,
               "wall_s": round(time.time() - t0, 1), "artifact": rd.relative(out / "teacher.safetensors")}
     return rd.finish(out, "teacher", result)

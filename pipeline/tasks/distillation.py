@@ -1,36 +1,29 @@
-"""The distillation module: student + loss adapters + criterion (+ a frozen online teacher)."""
+"""The distillation module: student + criterion (with its trainable adapters), reading a frozen teacher."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..fields import fields_of, forward_fields
+from ..fields import FieldSpec, forward_specs
 from ..losses.criterion import Criterion
 
 
 class Distiller(nn.Module):
-    """``forward(batch) -> {"loss", <term>...}``: the student's fields on ``batch["image"]`` against the
-    teacher's on the same view, either computed by ``teacher`` (an ``OnlineTeacher``, frozen, from
-    ``batch["teacher_image"]``) or read from the batch (``<field>_t``, cached).
+    """``forward(batch) -> {"loss", <term>...}``: the student's outputs on ``batch["image"]`` against the
+    teacher's on the same view, both named by field spec; ``teacher`` (a ``teachers.TeacherOutputs``: the cache
+    or an online teacher) answers ``outputs(batch)``.
 
-    ``student_layer``: the student stage whose map feeds map losses. Only the student and the
-    criterion's adapters train; the teacher is frozen (eval, no grad, inference mode) and stands beside
-    the module, as in timm's distillation task: it is no submodule, so DDP, the EMA, ``state_dict()``
-    (``last.pt``, the best state) see only what trains, while ``.to()`` moves it along."""
+    Only the student and the criterion's adapters train; the teacher is not a module of this one (DDP does not
+    wrap it, the checkpoint does not hold it), frozen in eval mode, no grad, inference mode."""
 
-    def __init__(self, student: nn.Module, criterion: Criterion, norm: nn.Module, student_layer: Optional[int],
-                 teacher: Optional[nn.Module] = None, options: Optional[dict[str, str]] = None):
+    def __init__(self, student: nn.Module, criterion: Criterion, norm: nn.Module, teacher: Any):
         super().__init__()
         self.student, self.criterion, self.norm = student, criterion, norm
-        if teacher is not None:
-            teacher.eval().requires_grad_(False)
-        object.__setattr__(self, "teacher", teacher)  # beside, not registered (nn.Module.__setattr__ would)
-        self.student_layer = student_layer
-        self.options = dict(options or {})  # per field, e.g. {"feat": "flatten"} (student.feat_from)
-        self.student_fields = fields_of(criterion.needs, "s")
-        self.teacher_args = sorted(a for a in criterion.needs if a.endswith("_t"))
+        self.teacher = teacher
+        self.student_specs: list[FieldSpec] = sorted({s for t in criterion.terms for s in t.specs("s")},
+                                                     key=lambda s: s.name)
 
     def logits(self, image: Tensor) -> Tensor:
         """(B, H, W, 3) uint8 -> student logits (B, C)."""
@@ -38,26 +31,8 @@ class Distiller(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         x = self.norm(batch["image"])
-        out = forward_fields(self.student, x, self.student_fields, self.student_layer, self.options)
-        tensors: dict[str, Tensor] = {f"{k}_s": v for k, v in out.items()}
-        tensors["target"] = batch["target"]
-        tensors["epoch"] = batch.get("epoch", torch.zeros((), device=x.device))
-        tensors["target_mix"] = batch.get("target_mix", torch.full_like(batch["target"], -1))
-        tensors["lam"] = batch.get("lam", torch.ones(len(batch["target"]), device=x.device)).float()
-        if self.teacher_args:
-            got = self.teacher(batch["teacher_image"]) if self.teacher is not None else batch
-            tensors.update({a: got[a].float() for a in self.teacher_args})
-        return self.criterion(**tensors)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> "Distiller":
-        """``.to(device / dtype / memory_format)`` and friends move the teacher beside the module too."""
-        super()._apply(fn, recurse)
-        if self.teacher is not None:
-            self.teacher._apply(fn, recurse)
-        return self
-
-    def train(self, mode: bool = True) -> "Distiller":
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()  # frozen: BatchNorm statistics and dropout stay in eval mode
-        return self
+        student = forward_specs(self.student, x, self.student_specs)
+        context = {"target": batch["target"], "epoch": batch.get("epoch", torch.zeros((), device=x.device)),
+                   "target_mix": batch.get("target_mix", torch.full_like(batch["target"], -1)),
+                   "lam": batch.get("lam", torch.ones(len(batch["target"]), device=x.device)).float()}
+        return self.criterion(student, self.teacher.outputs(batch), context)
