@@ -6,7 +6,7 @@ gloo on CPU, NCCL on GPU. With no launcher everything here is a no-op and module
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -43,15 +43,54 @@ def barrier() -> None:
         dist.barrier()
 
 
-def wrap(module: nn.Module, sync_bn: bool = False) -> nn.Module:
-    """``module`` in DDP when there are several processes (bucketed all-reduce overlapping backward,
-    buffers broadcast from rank 0 every forward); the module itself otherwise."""
+def wrap(module: nn.Module, sync_bn: bool = False, find_unused: bool = False) -> nn.Module:
+    """``module`` in DDP when there are several processes (bucketed all-reduce overlapping backward); the module
+    itself otherwise. Buffers are not broadcast from rank 0 each forward: every rank's BatchNorm statistics follow
+    its own shard and ``average_running_stats`` averages them (before validation and checkpoints).
+    ``find_unused``: some trainable parameter gets no gradient from the loss (``unreached``); DDP then searches
+    the graph after every forward, which costs, so only then."""
     if world() == 1:
         return module
     if sync_bn:
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     ids = [local_rank()] if torch.cuda.is_available() else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False,
+                                               find_unused_parameters=find_unused)
+
+
+def unreached(loss: torch.Tensor, module: nn.Module) -> list[str]:
+    """Names of ``module``'s trainable parameters that ``loss``'s autograd graph does not reach (they would get no
+    gradient): the graph is walked from ``loss.grad_fn`` to its leaves, nothing is computed."""
+    seen, reached, stack = set(), set(), [loss.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if hasattr(fn, "variable"):  # AccumulateGrad: a leaf tensor
+            reached.add(id(fn.variable))
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+    return [n for n, p in module.named_parameters() if p.requires_grad and id(p) not in reached]
+
+
+RUNNING_STATS = ("running_mean", "running_var")  # BatchNorm's buffers (timm's distribute_bn matches the same names)
+
+
+def running_stats(named: Iterable[tuple[str, torch.Tensor]]) -> list[torch.Tensor]:
+    """The BatchNorm running statistics among ``named`` (``module.named_buffers()`` or a state dict's items)."""
+    return [t for n, t in named if n.rsplit(".", 1)[-1] in RUNNING_STATS]
+
+
+def average_(tensors: Sequence[torch.Tensor]) -> None:
+    """Replace each tensor by its mean over ranks, in place, in one all-reduce (float64)."""
+    if world() == 1 or not tensors:
+        return
+    with torch.no_grad():
+        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+        dist.all_reduce(flat)
+        flat /= world()
+        for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+            t.copy_(part.view_as(t))
 
 
 def unwrap(module: nn.Module) -> nn.Module:

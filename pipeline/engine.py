@@ -112,9 +112,10 @@ class Engine:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaled)
         self.epoch, self.batch, self.global_step, self.best = 0, 0, 0, -math.inf
         self.epochs_run = 0  # epochs trained by this process (0: everything came from last.pt)
-        # what the steps call: ``module`` itself, or wrapped by DDP and/or torch.compile in ``fit`` (``module`` stays the
+        # what the steps call: ``module`` itself, or wrapped by DDP and/or torch.compile at the first step (``module`` stays the
         # raw trainable net: state, EMA, validation and checkpoints read it)
         self.wrapped: nn.Module = self.module
+        self._ready = False  # wrapped yet (see _wrap)
         self.ema: Optional[dict[str, Tensor]] = None
         if self.ema_decay is not None:
             self.ema = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
@@ -217,9 +218,8 @@ class Engine:
                 log.info("resumed from %s at epoch %d batch %d", self.saver.last, self.epoch, self.batch)
         if distributed.is_main():  # only now that the checkpoint was accepted: a refused run leaves the old record
             write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
-        self.wrapped = distributed.wrap(self.module, self.sync_bn)
-        if self.compile:
-            self.wrapped = torch.compile(self.wrapped)
+        self.wrapped = self.module  # wrapped at the first step (_wrap), once the loss can say what it reaches
+        self._ready = False
         with _signals() as caught:
             while self.epoch < self.epochs:
                 self._run_epoch(caught)
@@ -242,8 +242,49 @@ class Engine:
         log.warning("the deployable model of %s was missing or unreadable: rewritten from the best epoch (%d) in %s",
                     self.out_dir, best_row["epoch"], self.saver.last)
 
+    def _unreached(self, batch: dict[str, Any]) -> list[str]:
+        """Trainable parameters that the loss of ``batch`` does not reach (e.g. a head no loss term reads), found by
+        one forward whose graph is walked, not run backward; buffers (BatchNorm statistics) and RNG states are put
+        back, so the step that follows is the one a run without the probe takes."""
+        buffers = [b.detach().clone() for b in self.module.buffers()]
+        rng = rng_state()
+        try:
+            with self.precision.autocast():
+                loss = self.module(to_device(batch, self.dev))["loss"]
+            return distributed.unreached(loss, self.module)
+        finally:
+            with torch.no_grad():
+                for b, saved in zip(self.module.buffers(), buffers):
+                    b.copy_(saved)
+            set_rng_state(rng)
+
+    def _wrap(self, batch: dict[str, Any]) -> None:
+        """DDP (several processes) and ``torch.compile`` around ``module``. DDP's ``find_unused_parameters`` only
+        when the loss leaves some trainable parameter without a gradient on some rank: without it DDP would stop at
+        the next step; with it DDP walks the graph after every forward."""
+        find_unused = False
+        if distributed.world() > 1:
+            unused = self._unreached(batch)
+            find_unused = distributed.all_sum([float(len(unused))])[0] > 0
+            if unused:
+                log.info("%d trainable parameters get no gradient from the loss (%s): DDP finds unused parameters",
+                         len(unused), ", ".join(unused[:5]) + (", ..." if len(unused) > 5 else ""))
+        self.wrapped = distributed.wrap(self.module, self.sync_bn, find_unused)
+        if self.compile:
+            self.wrapped = torch.compile(self.wrapped)
+        self._ready = True
+
+    def _average_running_stats(self) -> None:
+        """BatchNorm running statistics, live and in the EMA, averaged over ranks: each rank's follow only its shard
+        (DDP averages gradients, not buffers). Before validation and before every checkpoint (timm's distribute_bn)."""
+        if distributed.world() > 1:
+            distributed.average_(distributed.running_stats(self.module.named_buffers())
+                                 + distributed.running_stats((self.ema or {}).items()))
+
     def _train_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         batch = {**batch, "epoch": torch.tensor(float(self.epoch))}  # for losses with a schedule (DKD warm-up)
+        if not self._ready:
+            self._wrap(batch)
         with self.precision.autocast():
             terms = self.wrapped(to_device(batch, self.dev))
         loss = terms["loss"]
@@ -288,12 +329,15 @@ class Engine:
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             n_seen += 1
-            if caught:
+            if not distributed.all_true(not caught):  # every rank stops at the same step (the average below is collective)
+                signum = caught[0] if caught else signal.SIGTERM
+                self._average_running_stats()
                 if distributed.is_main():
                     self.saver.save(self.state())
                 raise Interrupted(
-                    f"interrupted by signal {caught[0]}: saved {self.saver.last} at epoch {self.epoch} batch {self.batch}. "
-                    f"Resume with: {self.resume_cmd}", caught[0])
+                    f"interrupted by signal {signum}: saved {self.saver.last} at epoch {self.epoch} batch {self.batch}. "
+                    f"Resume with: {self.resume_cmd}", signum)
+        self._average_running_stats()
         with self._averaged():
             metrics = self.validate()
         if self.ema is not None:  # the live weights too, so one run shows what the average adds

@@ -32,25 +32,59 @@ def torchrun(*args: str, module: str = "pipeline") -> subprocess.CompletedProces
 
 
 @pytest.mark.slow
-def test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch(tmp_path):
+def run_worker(tmp_path: Path, kind: str) -> tuple[dict, list[dict]]:
+    """``tests.ddp_worker`` alone (standing in for 2 ranks) and under torchrun: the one-process state, each rank's."""
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
-    res = subprocess.run([sys.executable, "-m", "tests.ddp_worker", str(one), "8"], capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "WORLD_SIZE": "1"})
+    res = subprocess.run([sys.executable, "-m", "tests.ddp_worker", str(one), "8", kind, "2"], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "WORLD_SIZE": "1", "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
-    res = torchrun(str(two), "8", module="tests.ddp_worker")
+    res = torchrun(str(two), "8", kind, module="tests.ddp_worker")
     assert res.returncode == 0, res.stderr[-3000:]
-    a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
-    moved = max(float((w - torch.zeros_like(w)).abs().max()) for w in a["weights"].values())
-    assert moved > 0
-    for k, w in a["weights"].items():
-        torch.testing.assert_close(b["weights"][k], w, rtol=1e-5, atol=1e-6, msg=k)  # gradients averaged, not summed
+    load = lambda p: torch.load(p, weights_only=True)  # noqa: E731
+    return load(one), [load(two), load(f"{two}.rank1")]
+
+
+def assert_same_state(ref: dict, got: dict, what: str) -> None:
+    assert ref.keys() == got.keys()
+    for k, w in ref.items():
+        torch.testing.assert_close(got[k], w, rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{what}: {k}: {m}")
+
+
+def test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch(tmp_path):
+    a, ranks = run_worker(tmp_path, "plain")
+    moved = max(float((w - a["initial"][k]).abs().max()) for k, w in a["weights"].items() if w.is_floating_point())
+    assert moved > 1e-3  # trained away from the initial weights
+    for b in ranks:
+        assert_same_state(a["weights"], b["weights"], "weights")  # gradients averaged, not summed
+    b = ranks[0]
     # validation is sharded (7 + 6 images) and reduced to the same accuracy; train losses are averaged
     assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in b["history"]]
+    assert not b["find_unused"]  # every parameter reaches the loss: DDP does not search the graph each step
     for ra, rb in zip(a["history"], b["history"]):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)
 
 
-@pytest.mark.slow
+def test_batchnorm_statistics_are_averaged_over_ranks_before_validation_and_checkpoint(tmp_path):
+    """Without SyncBatchNorm each rank normalises by its own share of the batch (the one-process run does the same per
+    share); every rank's running statistics, live and in the EMA, must end as their mean over ranks, the same on
+    both ranks, not rank 0's own."""
+    a, ranks = run_worker(tmp_path, "bn")
+    stats = [k for k in a["weights"] if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(float((a["weights"][k] - a["initial"][k]).abs().max()) > 1e-3 for k in stats)
+    for r, b in enumerate(ranks):
+        assert_same_state(a["weights"], b["weights"], f"rank {r} weights and buffers")
+        assert_same_state(a["ema"], b["ema"], f"rank {r} EMA")
+    assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in ranks[0]["history"]]
+
+
+def test_a_layer_no_loss_reaches_does_not_stop_ddp(tmp_path):
+    a, ranks = run_worker(tmp_path, "unused")
+    for b in ranks:
+        assert_same_state(a["weights"], b["weights"], "weights")
+        torch.testing.assert_close(b["weights"]["aux.weight"], a["initial"]["aux.weight"])  # untouched
+        assert b["find_unused"]
+
+
 def test_two_process_cache_equals_one_process_cache_and_student_trains(tmp_path, built, capsys):
     import shutil
 
