@@ -31,7 +31,6 @@ def torchrun(*args: str, module: str = "pipeline") -> subprocess.CompletedProces
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
-@pytest.mark.slow
 def run_worker(tmp_path: Path, kind: str) -> tuple[dict, list[dict]]:
     """``tests.ddp_worker`` alone (standing in for 2 ranks) and under torchrun: the one-process state, each rank's."""
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
@@ -50,6 +49,7 @@ def assert_same_state(ref: dict, got: dict, what: str) -> None:
         torch.testing.assert_close(got[k], w, rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{what}: {k}: {m}")
 
 
+@pytest.mark.slow
 def test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch(tmp_path):
     a, ranks = run_worker(tmp_path, "plain")
     moved = max(float((w - a["initial"][k]).abs().max()) for k, w in a["weights"].items() if w.is_floating_point())
@@ -64,6 +64,7 @@ def test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch(tmp_pa
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_batchnorm_statistics_are_averaged_over_ranks_before_validation_and_checkpoint(tmp_path):
     """Without SyncBatchNorm each rank normalises by its own share of the batch (the one-process run does the same per
     share); every rank's running statistics, live and in the EMA, must end as their mean over ranks, the same on
@@ -77,6 +78,7 @@ def test_batchnorm_statistics_are_averaged_over_ranks_before_validation_and_chec
     assert [r["val_acc"] for r in a["history"]] == [r["val_acc"] for r in ranks[0]["history"]]
 
 
+@pytest.mark.slow
 def test_a_layer_no_loss_reaches_does_not_stop_ddp(tmp_path):
     a, ranks = run_worker(tmp_path, "unused")
     for b in ranks:
@@ -85,6 +87,7 @@ def test_a_layer_no_loss_reaches_does_not_stop_ddp(tmp_path):
         assert b["find_unused"]
 
 
+@pytest.mark.slow
 def test_two_process_cache_equals_one_process_cache_and_student_trains(tmp_path, built, capsys):
     import shutil
 
