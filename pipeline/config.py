@@ -22,10 +22,10 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    root: str = Field(description="Data folder (HW13 layout or class folders); relative paths are from the repo root")
-    layout: Literal["auto", "hw13", "imagefolder"] = Field(
-        "auto", description="hw13: training/<label>_<n>.jpg; imagefolder: train/<class>/*.jpg; auto: from what the "
-        "training folder holds (pipeline.data.layout.LAYOUTS)")
+    root: str = Field(description="Data folder (HW13 layout or class folders); relative paths are from the working directory")
+    layout: Literal["auto", "hw13", "imagefolder", "folders"] = Field(
+        "auto", description="hw13: training/<label>_<n>.jpg; imagefolder: train/<class>/*.jpg; folders: <class>/*.jpg "
+        "(a stratified, seeded 10% validation split is made); auto: from what the folder holds (pipeline.data.layout.LAYOUTS)")
     image_size: int = Field(96, ge=16, le=1024, description="Side of the decoded square pixel cache")
     skip_bad: bool = Field(False, description="Skip (and log) unreadable images instead of stopping with their list")
     workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: load in the training process)")
@@ -298,8 +298,10 @@ class Config(_Strict):
 
     # ---- derived paths -------------------------------------------------
     def path(self, p: str) -> Path:
+        """``p`` (``data.root``, ``runs_dir``, ``submissions_dir``) as an absolute path: a relative one is read from
+        the working directory (in the clone, its root, where ``make`` runs; installed, the folder you run in)."""
         q = Path(p).expanduser()
-        return (q if q.is_absolute() else REPO_ROOT / q).resolve()
+        return (q if q.is_absolute() else Path.cwd() / q).resolve()
 
     @property
     def run_dir(self) -> Path:

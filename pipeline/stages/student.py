@@ -61,7 +61,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     trainable = [p for p in distiller.parameters() if p.requires_grad]
     opt, sched = optimization(sc, iter(trainable), len(train_dl))
     meta = {"kind": "student", "arch": sc.model, "kwargs": dict(sc.kwargs), "num_classes": layout.num_classes,
-            "class_names": layout.class_names, "img_size": sc.img_size, "mean": list(norm[0]),
+            "class_names": layout.class_names, "img_size": sc.img_size, "pixel_size": cfg.data.image_size,
+            "mean": list(norm[0]),
             "std": list(norm[1]), "params": params, "budget": sc.budget}
 
     def on_best(row: dict[str, Any]) -> None:
