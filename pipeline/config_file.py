@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from .yaml_words import construct_bool
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -54,9 +56,17 @@ def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode,
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
-def yaml_load(text: str) -> Any:
-    """Safe YAML (no tags that build objects), ``1e-3`` read as a float, duplicate keys refused."""
-    return yaml.load(text, Loader=_Loader)
+class _WordLoader(_Loader):
+    """_Loader that keeps YAML 1.1's boolean words (yes/no/on/off) as written (pipeline.yaml_words)."""
+
+
+_WordLoader.add_constructor("tag:yaml.org,2002:bool", construct_bool)
+
+
+def yaml_load(text: str, words: bool = False) -> Any:
+    """Safe YAML (no tags that build objects), ``1e-3`` read as a float, duplicate keys refused; ``words``: YAML
+    1.1's yes/no/on/off become ``YamlWord``s, settled into a string or a boolean by the schema (config files)."""
+    return yaml.load(text, Loader=_WordLoader if words else _Loader)
 
 
 def _set_dotted(d: dict[str, Any], dotted: str, value: Any, src: str) -> None:
@@ -94,7 +104,7 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
             raise ConfigError(f"override {item!r} is not key=value (e.g. student.epochs=3)")
         key, raw = item.split("=", 1)
         try:
-            value = yaml_load(raw) if raw != "" else ""
+            value = yaml_load(raw, words=True) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         out.append((key.strip(), value))
@@ -157,7 +167,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise ConfigError(f"config {src}: base: chain loops back to itself")
     try:
-        raw = yaml_load(path.read_text()) or {}
+        raw = yaml_load(path.read_text(), words=True) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {src} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
