@@ -69,6 +69,8 @@ class TrainConfig(_Strict):
     max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="Stop each epoch after N steps (quick runs)")
     ema: Optional[float] = Field(None, gt=0, lt=1, description="Decay of an exponential moving average of the "
                                  "weights (e.g. 0.999), evaluated and saved instead of the raw weights; null: off")
+    val_live_every: int = Field(1, ge=0, description="With ema on: also validate the live (not averaged) weights every "
+                                "N epochs and at the last one (val_acc_live in metrics.csv); 0: only at the last epoch")
     optimizer: str = Field("adamw", description="adamw | adam | sgd (pipeline.optim.OPTIMIZERS)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov), or Adam's beta1")
     schedule: str = Field("cosine", description="cosine (warm-up then cosine decay to 0) | constant (warm-up then lr)")
