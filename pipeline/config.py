@@ -40,10 +40,10 @@ Amp = Annotated[Literal["auto", "bf16", "fp16", "off"], BeforeValidator(_amp)]
 
 
 class DataConfig(_Strict):
-    root: str = Field(description="Data folder (HW13 layout or class folders); relative paths are from the repo root")
-    layout: Literal["auto", "hw13", "imagefolder"] = Field(
-        "auto", description="hw13: training/<label>_<n>.jpg; imagefolder: train/<class>/*.jpg; auto: from what the "
-        "training folder holds (pipeline.data.layout.LAYOUTS)")
+    root: str = Field(description="Data folder (HW13 layout or class folders); relative paths are from the working directory")
+    layout: Literal["auto", "hw13", "imagefolder", "folders"] = Field(
+        "auto", description="hw13: training/<label>_<n>.jpg; imagefolder: train/<class>/*.jpg; folders: <class>/*.jpg "
+        "(a stratified, seeded 10% validation split is made); auto: from what the folder holds (pipeline.data.layout.LAYOUTS)")
     image_size: int = Field(96, ge=16, le=1024, description="Side of the decoded square pixel cache")
     skip_bad: bool = Field(False, description="Skip (and log) unreadable images instead of stopping with their list")
     workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: load in the training process)")
@@ -69,6 +69,8 @@ class TrainConfig(_Strict):
     max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="Stop each epoch after N steps (quick runs)")
     ema: Optional[float] = Field(None, gt=0, lt=1, description="Decay of an exponential moving average of the "
                                  "weights (e.g. 0.999), evaluated and saved instead of the raw weights; null: off")
+    val_live_every: int = Field(1, ge=0, description="With ema on: also validate the live (not averaged) weights every "
+                                "N epochs and at the last one (val_acc_live in metrics.csv); 0: only at the last epoch")
     optimizer: str = Field("adamw", description="adamw | adam | sgd (pipeline.optim.OPTIMIZERS)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov), or Adam's beta1")
     schedule: str = Field("cosine", description="cosine (warm-up then cosine decay to 0) | constant (warm-up then lr)")
@@ -317,8 +319,10 @@ class Config(_Strict):
 
     # ---- derived paths -------------------------------------------------
     def path(self, p: str) -> Path:
+        """``p`` (``data.root``, ``runs_dir``, ``submissions_dir``) as an absolute path: a relative one is read from
+        the working directory (in the clone, its root, where ``make`` runs; installed, the folder you run in)."""
         q = Path(p).expanduser()
-        return (q if q.is_absolute() else REPO_ROOT / q).resolve()
+        return (q if q.is_absolute() else Path.cwd() / q).resolve()
 
     @property
     def run_dir(self) -> Path:

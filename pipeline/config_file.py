@@ -17,6 +17,28 @@ if TYPE_CHECKING:
     from .config import Config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_SUFFIX = ".yaml"
+
+
+def shipped_configs() -> Path:
+    """The shipped configs: ``pipeline/configs`` in an installed wheel, else the clone's ``configs/`` (their source)."""
+    installed = Path(__file__).resolve().parent / "configs"
+    return installed if installed.is_dir() else REPO_ROOT / "configs"
+
+
+def find_config(path: str | Path) -> Path:
+    """``path`` when it is a file; else a shipped config by name: ``demo``, ``demo.yaml``, ``configs/demo.yaml``
+    (``seeds/mnist-kd`` for a sub-folder). A path found nowhere is returned as given (its reader says so)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    rest = Path(*p.parts[1:]) if len(p.parts) > 1 and p.parts[0] == "configs" else p
+    if p.is_absolute() or not rest.parts:
+        return p
+    for cand in (shipped_configs() / rest, shipped_configs() / rest.with_name(rest.name + CONFIG_SUFFIX)):
+        if cand.is_file():
+            return cand
+    return p
 
 
 class ConfigError(ValueError):
@@ -162,8 +184,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a config file; ``base: other.yaml`` (relative to this file) is read first and deep-merged under it."""
     src = str(path)
     if not path.is_file():
-        shipped = ", ".join(sorted(p.name for p in (REPO_ROOT / "configs").glob("*.yaml")))
-        raise ConfigError(f"config file {src} not found (shipped configs: {shipped})")
+        shipped = ", ".join(sorted(p.stem for p in shipped_configs().glob("*.yaml")))
+        raise ConfigError(f"config file {src} not found in {Path.cwd()}, nor a shipped config of that name "
+                          f"(shipped: {shipped})")
     if path.resolve() in seen:
         raise ConfigError(f"config {src}: base: chain loops back to itself")
     try:
@@ -185,7 +208,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> "Config
     after the file stem."""
     from .config import Config
 
-    path = Path(path)
+    path = find_config(path)
     src = str(path)
     raw = _read_yaml(path)
     pairs = parse_overrides(overrides or [])
