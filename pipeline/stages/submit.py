@@ -27,6 +27,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     layout = open_data(cfg)
     if layout.test is None:
         raise SubmissionError(f"{layout.root}: no evaluation/ (or test/) folder of unlabelled images to predict")
+    rd.require(cfg.run_dir / cfg.student.dir, today={"train images": pixels(cfg, layout, "train").key})
     dev = device()
     model, meta = load_student(cfg.run_dir / cfg.student.dir, cfg.student.budget, f"run it first: {rd.command('student')}")
     test = pixels(cfg, layout, "test")
