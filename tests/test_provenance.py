@@ -105,7 +105,7 @@ def test_a_model_file_that_is_not_the_recorded_one_is_refused(built, capsys, sta
 def test_student_refuses_a_cache_rebuilt_after_it(built, capsys):
     """A student is stale once the cache it was distilled from is rebuilt."""
     assert run(built, "student") == 0
-    assert run(built, "cache", "--force") == 0
+    assert run(built, "cache", "cache.views=3") == 0  # other content (the same content would be the same cache)
     capsys.readouterr()
     assert run(built, "submit") == 2
     err = capsys.readouterr().err
@@ -136,3 +136,16 @@ def test_done_json_names_what_it_was_built_from(built):
     assert teacher["stage"] == "teacher" and set(teacher["inputs"]) == {"train images", "validation images"}
     assert list(cache["upstream"]) == ["tiny/teacher"] and list(student["upstream"]) == ["tiny/cache"]
     assert "provenance" not in json.loads((runs / "tiny" / "summary.json").read_text())["student"]
+
+
+@pytest.mark.parametrize("override,key", [("student.dir=teacher", "student.dir"), ("student.dir=cache/x", "student.dir"),
+                                          ("teacher_from=..", "teacher_from"), ("cache.ensemble=[..]", "cache.ensemble")])
+def test_stage_folders_cannot_collide_or_leave_runs(tmp_path, hw13, capsys, override, key):
+    """Hole 7: ``student.dir=teacher --force`` overwrote the teacher's last.pt, done.json, config.yaml, metrics.csv;
+    ``teacher_from: ..`` read a teacher outside runs/."""
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, hw13)
+    assert run(cfg, "student", "--force", override) == 2
+    assert key in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
