@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from .atomic import sha256_json, write_text
 # reading files and overrides lives in config_file.py (which imports this module only inside its functions);
 # re-exported so ``from pipeline.config import load_config`` keeps working
 from .config_file import REPO_ROOT, ConfigError, config_from_dict, load_config, parse_overrides, yaml_load  # noqa: F401
+from .differences import leaf_changes, shown
+from .yaml_words import settle
 
 
 # the stage folders under runs/<name>/ that student.dir may not name (pipeline/provenance.py reads their records)
@@ -23,12 +25,28 @@ OTHER_STAGE_FOLDERS = ("teacher", "cache", "submit", "_pixels")
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_words(cls, data: Any) -> Any:
+        """``off``/``yes``/... as the key takes them: a string where it takes one, else a boolean (yaml_words)."""
+        return settle(cls.model_fields, data)
+
+
+def _amp(value: Any) -> Any:
+    """``amp: off``, ``no``, ``false`` (any case, or YAML's boolean False) all mean float32: ``off``."""
+    if value is False or (isinstance(value, str) and value.lower() in ("off", "no", "false", "fp32", "float32")):
+        return "off"
+    return value.lower() if isinstance(value, str) else value
+
+
+Amp = Annotated[Literal["auto", "bf16", "fp16", "off"], BeforeValidator(_amp)]
+
 
 class DataConfig(_Strict):
-    root: str = Field(description="Data folder (HW13 layout or class folders); relative paths are from the repo root")
-    layout: Literal["auto", "hw13", "imagefolder"] = Field(
-        "auto", description="hw13: training/<label>_<n>.jpg; imagefolder: train/<class>/*.jpg; auto: from what the "
-        "training folder holds (pipeline.data.layout.LAYOUTS)")
+    root: str = Field(description="Data folder (HW13 layout or class folders); relative paths are from the working directory")
+    layout: Literal["auto", "hw13", "imagefolder", "folders"] = Field(
+        "auto", description="hw13: training/<label>_<n>.jpg; imagefolder: train/<class>/*.jpg; folders: <class>/*.jpg "
+        "(a stratified, seeded 10% validation split is made); auto: from what the folder holds (pipeline.data.layout.LAYOUTS)")
     image_size: int = Field(96, ge=16, le=1024, description="Side of the decoded square pixel cache")
     skip_bad: bool = Field(False, description="Skip (and log) unreadable images instead of stopping with their list")
     workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: load in the training process)")
@@ -43,8 +61,9 @@ class TrainConfig(_Strict):
                                  "biases and norm weights")
     warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up of the learning rate, in epochs (fractions allowed)")
     img_size: int = Field(64, ge=8, le=1024, description="Side of the square input the model sees")
-    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
-        "auto", description="auto: float16 + GradScaler on CUDA, bfloat16 on CPUs with native bf16, else float32")
+    amp: Amp = Field(
+        "auto", description="auto: float16 + GradScaler on CUDA, bfloat16 on CPUs with native bf16, else float32; "
+        "off (or no, false, fp32): float32")
     channels_last: bool = False
     compile: bool = Field(False, description="torch.compile the trainable module")
     sync_bn: bool = Field(False, description="SyncBatchNorm across processes (several GPUs)")
@@ -53,6 +72,8 @@ class TrainConfig(_Strict):
     max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="Stop each epoch after N steps (quick runs)")
     ema: Optional[float] = Field(None, gt=0, lt=1, description="Decay of an exponential moving average of the "
                                  "weights (e.g. 0.999), evaluated and saved instead of the raw weights; null: off")
+    val_live_every: int = Field(1, ge=0, description="With ema on: also validate the live (not averaged) weights every "
+                                "N epochs and at the last one (val_acc_live in metrics.csv); 0: only at the last epoch")
     optimizer: str = Field("adamw", description="adamw | adam | sgd (pipeline.optim.OPTIMIZERS)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov), or Adam's beta1")
     schedule: str = Field("cosine", description="cosine (warm-up then cosine decay to 0) | constant (warm-up then lr)")
@@ -304,8 +325,10 @@ class Config(_Strict):
 
     # ---- derived paths -------------------------------------------------
     def path(self, p: str) -> Path:
+        """``p`` (``data.root``, ``runs_dir``, ``submissions_dir``) as an absolute path: a relative one is read from
+        the working directory (in the clone, its root, where ``make`` runs; installed, the folder you run in)."""
         q = Path(p).expanduser()
-        return (q if q.is_absolute() else REPO_ROOT / q).resolve()
+        return (q if q.is_absolute() else Path.cwd() / q).resolve()
 
     @property
     def run_dir(self) -> Path:
@@ -365,23 +388,9 @@ class Config(_Strict):
             old = type(self).model_validate(old).to_dict()
         except (ValueError, TypeError):
             pass  # written under another schema (a key since removed or retyped): compared as it is
-        before = _flat(self.identity_of(old, *sections))
-        now = _flat(self.identity_of(self.to_dict(), *sections))
-        return [f"{key}: {before.get(key, '(not set)')!r} -> {now.get(key, '(not set)')!r}"
-                for key in sorted(set(before) | set(now)) if before.get(key, _ABSENT) != now.get(key, _ABSENT)]
+        return [f"{key}: {shown(a)} -> {shown(b)}" for key, a, b in
+                leaf_changes(self.identity_of(old, *sections), self.identity_of(self.to_dict(), *sections))]
 
     def save(self, path: Path) -> None:
         write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-
-_ABSENT: Any = object()
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": [x, y]}}`` -> ``{"a.b.0": x, "a.b.1": y}``; empty dicts and lists stay leaves."""
-    if isinstance(d, dict) and d:
-        return {k: v for key, val in d.items() for k, v in _flat(val, f"{prefix}{key}.").items()}
-    if isinstance(d, list) and d:
-        return {k: v for i, val in enumerate(d) for k, v in _flat(val, f"{prefix}{i}.").items()}
-    return {prefix[:-1]: d}
 

@@ -11,10 +11,34 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from .yaml_words import construct_bool
+
 if TYPE_CHECKING:
     from .config import Config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_SUFFIX = ".yaml"
+
+
+def shipped_configs() -> Path:
+    """The shipped configs: ``pipeline/configs`` in an installed wheel, else the clone's ``configs/`` (their source)."""
+    installed = Path(__file__).resolve().parent / "configs"
+    return installed if installed.is_dir() else REPO_ROOT / "configs"
+
+
+def find_config(path: str | Path) -> Path:
+    """``path`` when it is a file; else a shipped config by name: ``demo``, ``demo.yaml``, ``configs/demo.yaml``
+    (``seeds/mnist-kd`` for a sub-folder). A path found nowhere is returned as given (its reader says so)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    rest = Path(*p.parts[1:]) if len(p.parts) > 1 and p.parts[0] == "configs" else p
+    if p.is_absolute() or not rest.parts:
+        return p
+    for cand in (shipped_configs() / rest, shipped_configs() / rest.with_name(rest.name + CONFIG_SUFFIX)):
+        if cand.is_file():
+            return cand
+    return p
 
 
 class ConfigError(ValueError):
@@ -54,9 +78,17 @@ def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode,
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
-def yaml_load(text: str) -> Any:
-    """Safe YAML (no tags that build objects), ``1e-3`` read as a float, duplicate keys refused."""
-    return yaml.load(text, Loader=_Loader)
+class _WordLoader(_Loader):
+    """_Loader that keeps YAML 1.1's boolean words (yes/no/on/off) as written (pipeline.yaml_words)."""
+
+
+_WordLoader.add_constructor("tag:yaml.org,2002:bool", construct_bool)
+
+
+def yaml_load(text: str, words: bool = False) -> Any:
+    """Safe YAML (no tags that build objects), ``1e-3`` read as a float, duplicate keys refused; ``words``: YAML
+    1.1's yes/no/on/off become ``YamlWord``s, settled into a string or a boolean by the schema (config files)."""
+    return yaml.load(text, Loader=_WordLoader if words else _Loader)
 
 
 def _set_dotted(d: dict[str, Any], dotted: str, value: Any, src: str) -> None:
@@ -94,7 +126,7 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
             raise ConfigError(f"override {item!r} is not key=value (e.g. student.epochs=3)")
         key, raw = item.split("=", 1)
         try:
-            value = yaml_load(raw) if raw != "" else ""
+            value = yaml_load(raw, words=True) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         out.append((key.strip(), value))
@@ -152,12 +184,13 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a config file; ``base: other.yaml`` (relative to this file) is read first and deep-merged under it."""
     src = str(path)
     if not path.is_file():
-        shipped = ", ".join(sorted(p.name for p in (REPO_ROOT / "configs").glob("*.yaml")))
-        raise ConfigError(f"config file {src} not found (shipped configs: {shipped})")
+        shipped = ", ".join(sorted(p.stem for p in shipped_configs().glob("*.yaml")))
+        raise ConfigError(f"config file {src} not found in {Path.cwd()}, nor a shipped config of that name "
+                          f"(shipped: {shipped})")
     if path.resolve() in seen:
         raise ConfigError(f"config {src}: base: chain loops back to itself")
     try:
-        raw = yaml_load(path.read_text()) or {}
+        raw = yaml_load(path.read_text(), words=True) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {src} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -175,7 +208,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> "Config
     after the file stem."""
     from .config import Config
 
-    path = Path(path)
+    path = find_config(path)
     src = str(path)
     raw = _read_yaml(path)
     pairs = parse_overrides(overrides or [])

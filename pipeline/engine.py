@@ -101,6 +101,7 @@ class Engine:
     sync_bn: bool = False
     compile: bool = False
     ema_decay: Optional[float] = None  # validate and save an exponential moving average of the weights
+    live_every: int = 1  # with EMA: validate the live weights too every N epochs and at the last (0: the last only)
     # called with each epoch's metrics row after its checkpoint (a sweep's pruner; one may raise to stop the run)
     callbacks: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -340,8 +341,9 @@ class Engine:
         self._average_running_stats()
         with self._averaged():
             metrics = self.validate()
-        if self.ema is not None:  # the live weights too, so one run shows what the average adds
-            metrics["val_acc_live"] = self.validate()["val_acc"]
+        last = self.epoch + 1 >= self.epochs
+        if self.ema is not None and (last or (self.live_every and (self.epoch + 1) % self.live_every == 0)):
+            metrics["val_acc_live"] = self.validate()["val_acc"]  # the live weights too: what the average adds
         keys = sorted(sums)
         means = distributed.all_sum([sums[k] / max(1, n_seen) for k in keys])
         row = {"epoch": self.epoch + 1, **{f"train_{k}": v / distributed.world() for k, v in zip(keys, means)},

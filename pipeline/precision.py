@@ -2,21 +2,31 @@
 
 ``amp: auto`` is float16 autocast + ``GradScaler`` on CUDA, bfloat16 autocast on CPUs with native
 bf16 (AVX512-BF16 or AMX), and float32 elsewhere; ``bf16``/``fp16`` force a type, ``off`` is float32.
+
+``DISTIL_CPU_BF16=1`` makes ``auto`` resolve as it would on a CPU with native bf16 (emulated here: slow, but
+the same numbers), ``DISTIL_CPU_BF16=0`` as on one without; CI uses it to test both kinds of CPU on one.
 """
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
+CPU_BF16_ENV = "DISTIL_CPU_BF16"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 autocast pays."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); ``DISTIL_CPU_BF16`` (1/0) overrides."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if forced in ("1", "true", "yes", "on"):
+        return True
+    if forced in ("0", "false", "no", "off"):
+        return False
     caps = getattr(torch.cpu, "get_capabilities", lambda: {})()
     if caps:
         return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))

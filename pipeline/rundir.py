@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from . import distributed, provenance
 from .atomic import write_json
-from .config import REPO_ROOT, Config
+from .config import Config
 from .confidence import accuracy_interval
 from .locks import held
 
@@ -30,11 +30,12 @@ def program() -> str:
     if script.is_file():
         if shutil.which("distil") == str(script):
             return "distil"
-        return _rel(script)
-    return f"{_rel(Path(sys.executable))} -m pipeline"
+        return relative_to_cwd(script)
+    return f"{relative_to_cwd(Path(sys.executable))} -m pipeline"
 
 
-def _rel(p: Path) -> str:
+def relative_to_cwd(p: Path) -> str:
+    """``p`` relative to the working directory when it is inside it, else as it is."""
     try:
         return str(p.relative_to(Path.cwd()))
     except ValueError:
@@ -164,8 +165,8 @@ class RunDir:
             return {}
 
     def relative(self, p: Path) -> str:
-        """``p`` relative to the project root when it is inside it (for what the user reads)."""
+        """``p`` relative to the working directory when it is inside it (for what the user reads)."""
         try:
-            return str(Path(p).resolve().relative_to(REPO_ROOT))
+            return str(Path(p).resolve().relative_to(Path.cwd().resolve()))
         except ValueError:
             return str(p)

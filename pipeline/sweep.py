@@ -179,7 +179,7 @@ class Sweep:
         import optuna
 
         from .locks import held
-        from .models import BudgetError, check_budget, create_student
+        from .models import BudgetError, check_budget, check_count, create_student, predicted_params
 
         values = {k: spec.suggest(trial, k) for k, spec in self.space.params.items()}
         folder = self.trial_dir(trial.number)
@@ -188,8 +188,11 @@ class Sweep:
         trial.set_user_attr("overrides", over)
         with held(folder / ".trial.lock", f"sweep trial {trial.number}"):
             cfg = load_config(self.config, over)
-            student = create_student(cfg.student.model, self.num_classes, cfg.student.img_size, **cfg.student.kwargs)
             try:
+                counted = predicted_params(cfg.student.model, self.num_classes, cfg.student.kwargs)
+                if counted is not None:  # gated from its kwargs before it is built
+                    check_count(counted, cfg.student.budget, f"trial {trial.number} student")
+                student = create_student(cfg.student.model, self.num_classes, cfg.student.img_size, **cfg.student.kwargs)
                 params = check_budget(student, cfg.student.budget, f"trial {trial.number} student", cfg.student.img_size)
             except BudgetError as exc:  # never trained: pruned with the reason
                 trial.set_user_attr("pruned_reason", str(exc))

@@ -26,6 +26,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from .atomic import atomic_path, remove_stale_temps, require_space, save_npy, sha256_file, sha256_json, write_json
+from .differences import ABSENT, leaf_changes, shown
 from .fields import FieldSpec
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,8 @@ def load_cache(folder: Path, key: dict[str, Any], specs: list[FieldSpec], rebuil
     have = man.get("key", {})
     diffs = key_diffs(key, have)
     if diffs:
-        detail = "; ".join(f"{k}: cache has {str(have.get(k))[:40]!s}, expected {str(key.get(k))[:40]!s}" for k in diffs)
+        detail = "; ".join(f"{name}: cache has {shown(old)}, config asks {shown(new)}"
+                           for k in diffs for name, old, new in leaf_changes(have.get(k, ABSENT), key.get(k, ABSENT), k))
         raise StaleCacheError(f"teacher cache {folder} is stale ({detail}). {how}")
     lacking = content_problem(man, specs)
     if lacking:

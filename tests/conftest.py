@@ -66,6 +66,24 @@ def _deterministic() -> None:
     torch.set_num_threads(1)
 
 
+# how close two computations of the same numbers must agree, by the precision the pipeline ran in (a float32
+# forward against one under bf16 autocast differs by ~3e-3 on the tiny teacher: bf16 keeps 8 mantissa bits)
+TOLERANCE = {"fp32": {"rtol": 1e-4, "atol": 1e-4}, "bf16": {"rtol": 3e-2, "atol": 3e-2},
+             "fp16": {"rtol": 5e-3, "atol": 5e-3}}
+
+
+def teacher_forward(model: torch.nn.Module, x: torch.Tensor, amp: str) -> tuple[np.ndarray, dict]:
+    """The teacher's float32 outputs (B, ...) on normalised ``x`` (B, 3, H, W), under the autocast ``amp`` (the
+    teacher's ``amp``, as the cache ran it) resolves to on this CPU, and the tolerance of that precision
+    (``DISTIL_CPU_BF16=1`` makes ``auto`` bf16 here: ``.ci/run`` runs the ``precision`` tests both ways)."""
+    from pipeline.precision import resolve
+
+    prec = resolve(amp, torch.device("cpu"))
+    with torch.inference_mode(), prec.autocast():
+        out = model(x).float().numpy()
+    return out, TOLERANCE[prec.name]
+
+
 @pytest.fixture(scope="session")
 def _prebuilt(tmp_path_factory) -> Path:
     """Teacher and cache of the default tiny config, built once per session (copied by ``built``)."""

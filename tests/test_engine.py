@@ -253,3 +253,16 @@ def test_a_checkpoint_of_another_module_layout_is_refused_with_the_rerun_command
     eng.rerun_cmd = "distil student --force"
     with pytest.raises(ResumeError, match="does not fit this model.*distil student --force"):
         eng.fit()
+
+
+def test_live_weights_validated_every_n_epochs_with_ema(tmp_path):
+    """With EMA, val_acc_live (a second validation pass) runs every ``live_every`` epochs and at the last only;
+    the scored metric (the average's val_acc) is there every epoch."""
+    eng, _ = make_engine(tmp_path / "live", epochs=3, ema_decay=0.9)
+    eng.live_every = 2
+    calls = []
+    validate = eng.validate
+    eng.validate = lambda: calls.append(1) or validate()
+    rows = eng.fit()
+    assert ["val_acc_live" in r for r in rows] == [False, True, True]
+    assert all("val_acc" in r for r in rows) and len(calls) == 5

@@ -112,3 +112,30 @@ class GhostBottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.ghost2(self.dw(self.ghost1(x))) + self.shortcut(x)
+
+
+class ShapedBlock(nn.Module):
+    """One block of the ``shaped`` student: with ``expand == 1`` a depthwise-separable block (depthwise kxk,
+    optional squeeze-excite, pointwise 1x1), otherwise an inverted residual (expand 1x1, depthwise kxk,
+    optional squeeze-excite, linear project 1x1). Residual when stride 1 and cin == cout.
+    (B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, kernel: int = 3, expand: float = 1.0, se: bool = False):
+        super().__init__()
+        mid = shaped_mid(cin, expand)
+        layers: list[nn.Module] = [conv_bn(cin, mid, 1)] if mid != cin else []
+        layers.append(conv_bn(mid, mid, kernel, stride, groups=mid))
+        if se:
+            layers.append(SqueezeExcite(mid))
+        layers.append(conv_bn(mid, cout, 1, act=mid == cin))
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+def shaped_mid(cin: int, expand: float) -> int:
+    """The hidden width of a ``ShapedBlock``: ``cin`` when ``expand`` is 1, else ``round(cin * expand)`` (>= 8)."""
+    return cin if expand == 1 else max(8, int(round(cin * expand)))

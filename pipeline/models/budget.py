@@ -65,13 +65,24 @@ def check_budget(model: nn.Module, budget: int, what: str = "student", img_size:
     naming both counts, the budget and the fix."""
     c = param_count(model, img_size)
     if c.gated > budget:
-        how = f"{c.unique:,} unique, {c.applied:,} counted per use as torchsummary does"
-        raise BudgetError(
-            f"{what} has {c.gated:,} parameters ({how}), {c.gated - budget:,} over the budget of {budget:,}. "
-            "Lower student.kwargs.width or depth (see `distil params`), or raise student.budget "
-            "if the competition allows it."
-        )
+        _over(what, c.gated, f"{c.unique:,} unique, {c.applied:,} counted per use as torchsummary does", budget)
     return c.gated
+
+
+def check_count(count: int, budget: int, what: str = "student") -> int:
+    """The gate before anything is built: ``count`` is a family's analytic parameter count (e.g.
+    ``shaped_params``); return it, or raise ``BudgetError`` as ``check_budget`` does."""
+    if count > budget:
+        _over(what, count, "counted from student.kwargs before building", budget)
+    return count
+
+
+def _over(what: str, gated: int, how: str, budget: int) -> None:
+    raise BudgetError(
+        f"{what} has {gated:,} parameters ({how}), {gated - budget:,} over the budget of {budget:,}. "
+        "Lower student.kwargs.width or depth (or the shaped student's channels/blocks/expand; see `distil params`), "
+        "or raise student.budget if the competition allows it."
+    )
 
 
 def largest_width(build: Callable[[float], nn.Module], budget: int, img_size: int = 32, lo: float = 0.05,

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
-from .blocks import DepthwiseSeparable, GhostBottleneck, InvertedResidualSE, ShuffleUnit, conv_bn
+from .blocks import DepthwiseSeparable, GhostBottleneck, InvertedResidualSE, ShapedBlock, ShuffleUnit, conv_bn, shaped_mid
 
 STUDENTS: Registry[Callable[..., "StudentNet"]] = Registry("student")
 
@@ -131,6 +132,118 @@ def ghost(num_classes: int, width: float = 1.0, depth: float = 1.0, drop: float 
     """Ghost bottlenecks: half the channels come from cheap depthwise ops (GhostNet-style)."""
     w, d = _scaled([24, 40, 56, 80], [1, 2, 2, 2], width, depth)
     return StudentNet(GhostBottleneck, num_classes, w, d, [1, 2, 2, 2], stem=_round(16 * width), drop=drop, expand=expand)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The ``shaped`` student's resolved shape: one entry per stage, after ``width``/``depth`` scaling."""
+
+    channels: list[int]
+    blocks: list[int]
+    kernels: list[int]
+    expand: list[float]
+    se: list[bool]
+    strides: list[int]
+    stem: int
+    head: int
+
+
+def _per_stage(key: str, value: Any, n: int) -> list[Any]:
+    vals = list(value) if isinstance(value, (list, tuple)) else [value] * n
+    if len(vals) != n:
+        raise ValueError(f"student.kwargs.{key} has {len(vals)} entries, channels has {n}: give one per stage "
+                         "(or one value for every stage)")
+    return vals
+
+
+def resolve_shape(channels: Sequence[int] = (24, 40, 64, 96), blocks: Union[int, Sequence[int]] = (1, 2, 2, 2),
+                  kernels: Union[int, Sequence[int]] = 3, expand: Union[float, Sequence[float]] = 1.0,
+                  se: Union[bool, Sequence[bool]] = False, strides: Optional[Union[int, Sequence[int]]] = None,
+                  stem: int = 16, head: int = 0, width: float = 1.0, depth: float = 1.0) -> Shape:
+    """Check and scale the ``shaped`` student's keyword arguments (``ValueError`` naming the key)."""
+    n = len(channels)
+    if n == 0:
+        raise ValueError("student.kwargs.channels is empty: give one channel count per stage, e.g. [24, 40, 64, 96]")
+    strides = [1] + [2] * (n - 1) if strides is None else strides
+    per = {k: _per_stage(k, v, n) for k, v in
+           {"blocks": blocks, "kernels": kernels, "expand": expand, "se": se, "strides": strides}.items()}
+    if any(k < 1 or k % 2 == 0 for k in per["kernels"]):
+        raise ValueError(f"student.kwargs.kernels must be odd and >= 1, got {per['kernels']}")
+    if any(e <= 0 for e in per["expand"]) or any(s < 1 for s in per["strides"]) or min(channels) < 1:
+        raise ValueError("student.kwargs: channels, expand and strides must be positive")
+    w, d = _scaled(channels, per["blocks"], width, depth)
+    return Shape(w, d, [int(k) for k in per["kernels"]], [float(e) for e in per["expand"]], [bool(s) for s in per["se"]],
+                 [int(s) for s in per["strides"]], _round(stem * width), _round(head * width) if head else 0)
+
+
+class ShapedNet(StudentNet):
+    """Stem (3x3 conv, stride 2) -> per stage ``blocks`` x ``ShapedBlock(kernel, expand, se)`` -> optional 1x1
+    head conv (in ``forward_head``) -> global pool -> dropout -> linear."""
+
+    def __init__(self, num_classes: int, shape: Shape, drop: float = 0.1):
+        Staged.__init__(self)
+        self.stem = conv_bn(3, shape.stem, 3, 2)
+        stages, cin = [], shape.stem
+        for c, d, k, e, se, s in zip(shape.channels, shape.blocks, shape.kernels, shape.expand, shape.se, shape.strides):
+            stages.append(nn.Sequential(*[ShapedBlock(cin if i == 0 else c, c, s if i == 0 else 1, k, e, se)
+                                          for i in range(d)]))
+            cin = c
+        self.stages = nn.ModuleList(stages)
+        self.stage_channels = list(shape.channels)
+        self.head = conv_bn(cin, shape.head, 1) if shape.head else nn.Identity()
+        self.num_features = shape.head or cin
+        self.drop = nn.Dropout(drop)
+        self.classifier = nn.Linear(self.num_features, num_classes)
+
+    def forward_head(self, f: Tensor, pre_logits: bool = False) -> Tensor:
+        """(B, C, h, w) -> pooled (B, num_features) if ``pre_logits`` else logits (B, num_classes)."""
+        e = self.head(f).mean((2, 3))
+        return e if pre_logits else self.classifier(self.drop(e))
+
+
+def _conv_bn_params(cin: int, cout: int, k: int = 1, groups: int = 1) -> int:
+    return cin // groups * cout * k * k + 2 * cout  # conv weight (no bias) + BatchNorm weight and bias
+
+
+def shaped_params(num_classes: int, drop: float = 0.1, **kwargs: Any) -> int:
+    """The ``shaped`` student's parameter count from its keyword arguments alone (nothing is built); every
+    module runs once per forward, so the unique and the applied (torchsummary) counts are both this."""
+    shape = resolve_shape(**kwargs)
+    total, cin = _conv_bn_params(3, shape.stem, 3), shape.stem
+    for c, d, k, e, se in zip(shape.channels, shape.blocks, shape.kernels, shape.expand, shape.se):
+        for i in range(d):
+            mid = shaped_mid(cin, e)
+            if mid != cin:
+                total += _conv_bn_params(cin, mid, 1)
+            total += _conv_bn_params(mid, mid, k, groups=mid)
+            if se:
+                r = max(4, int(mid * 0.25))
+                total += mid * r + r + r * mid + mid
+            total += _conv_bn_params(mid, c, 1)
+            cin = c
+    if shape.head:
+        total, cin = total + _conv_bn_params(cin, shape.head, 1), shape.head
+    return total + cin * num_classes + num_classes
+
+
+@STUDENTS.register("shaped", count=shaped_params)
+def shaped(num_classes: int, channels: Sequence[int] = (24, 40, 64, 96), blocks: Union[int, Sequence[int]] = (1, 2, 2, 2),
+           kernels: Union[int, Sequence[int]] = 3, expand: Union[float, Sequence[float]] = 1.0,
+           se: Union[bool, Sequence[bool]] = False, strides: Optional[Union[int, Sequence[int]]] = None, stem: int = 16,
+           head: int = 0, width: float = 1.0, depth: float = 1.0, drop: float = 0.1) -> ShapedNet:
+    """A student whose shape is config: per stage ``channels``, ``blocks``, ``kernels``, ``expand`` (1 =
+    depthwise-separable, >1 = inverted residual) and ``se`` (squeeze-excite on/off), plus ``strides`` (default 1, 2, 2, ...), ``stem``
+    and ``head`` (a 1x1 conv before pooling; 0 = none); a single value applies to every stage. ``width`` and
+    ``depth`` scale channels and blocks like the other students. Counted before it is built (``shaped_params``)."""
+    shape = resolve_shape(channels, blocks, kernels, expand, se, strides, stem, head, width, depth)
+    return ShapedNet(num_classes, shape, drop)
+
+
+def predicted_params(name: str, num_classes: int, kwargs: dict[str, Any]) -> Optional[int]:
+    """The parameter count of student ``name`` from its keyword arguments, without building it, for the
+    families that register a ``count``; None for the others."""
+    count = STUDENTS.meta(name).get("count")
+    return None if count is None else int(count(num_classes, **{k: v for k, v in kwargs.items() if k != "img_size"}))
 
 
 def create_student(name: str, num_classes: int, img_size: Optional[int] = None, **kwargs: Any) -> nn.Module:

@@ -41,7 +41,7 @@ def build_engine(cfg: "Config", rd: "RunDir", stage: str, out: Path, module: "nn
                   best_ok=lambda: artifact_ok(out, stage), inputs=inputs, rerun_cmd=rd.command(stage, force=True),
                   precision=precision, resume=sec.resume == "auto" and not rd.force,
                   max_steps_per_epoch=sec.max_steps_per_epoch, resume_cmd=rd.command(stage), sync_bn=sec.sync_bn,
-                  compile=sec.compile, ema_decay=sec.ema,
+                  compile=sec.compile, ema_decay=sec.ema, live_every=sec.val_live_every,
                   callbacks=[*rd.callbacks, *callbacks_for(cfg.tensorboard, out, sec.epochs)])
 
 

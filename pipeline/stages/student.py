@@ -15,7 +15,7 @@ from ..optim import optimization
 from ..fields import spec_dims
 from ..losses.criterion import Criterion
 from ..losses.terms import bind_terms, teacher_specs
-from ..models import check_budget, create_student, save_artifact
+from ..models import check_budget, check_count, create_student, predicted_params, save_artifact
 from ..precision import resolve
 from ..rundir import RunDir
 from ..tasks import Distiller
@@ -35,6 +35,9 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     terms = bind_terms(cfg)
     uses_teacher = any(t.uses_teacher for t in terms)
     layout = open_data(cfg)
+    counted = predicted_params(sc.model, layout.num_classes, sc.kwargs)
+    if counted is not None:  # a family with an analytic count is gated before it is built
+        check_count(counted, sc.budget, f"student {sc.model!r}")
     student = create_student(sc.model, layout.num_classes, sc.img_size, **sc.kwargs)
     params = check_budget(student, sc.budget, f"student {sc.model!r}", sc.img_size)  # the gate: before any training
     train, val = pixels(cfg, layout, "train"), pixels(cfg, layout, "val")
@@ -64,7 +67,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     trainable = [p for p in distiller.parameters() if p.requires_grad]
     opt, sched = optimization(sc, iter(trainable), len(train_dl))
     meta = {"kind": "student", "arch": sc.model, "kwargs": dict(sc.kwargs), "num_classes": layout.num_classes,
-            "class_names": layout.class_names, "img_size": sc.img_size, "mean": list(norm[0]),
+            "class_names": layout.class_names, "img_size": sc.img_size, "pixel_size": cfg.data.image_size,
+            "mean": list(norm[0]),
             "std": list(norm[1]), "params": params, "budget": sc.budget}
 
     def on_best(row: dict[str, Any]) -> None:
