@@ -44,7 +44,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         writer.invalidate()
     distributed.barrier()
     dev = device()
-    precision = resolve(cfg.teacher.amp, dev)
+    precision = resolve(cfg.teacher.amp, dev, "cache")
     how = f"run the teacher stage: {rd.teacher_command()}"
     runners = [TeacherRunner(d, specs, how, dev, precision, cfg.teacher.channels_last, cfg.cache.backend)
                for d in cfg.teacher_dirs]

@@ -79,7 +79,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         inputs["unlabelled images"] = images.unlabeled_key
     if teacher.key is not None:
         inputs["teacher"] = teacher.key
-    precision = resolve(sc.amp, dev)
+    precision = resolve(sc.amp, dev, "student")
     engine = build_engine(cfg, rd, "student", out, distiller, train_dl, val_dl, opt, sched, precision, IDENTITY, on_best,
                           inputs)
     history = engine.fit()

@@ -45,7 +45,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     out = rd.stage("submit")
     model.to(dev)
     norm = Normalize(meta["mean"], meta["std"]).to(dev)
-    precision = resolve(cfg.student.amp, dev)  # the precision the student was validated in
+    precision = resolve(cfg.student.amp, dev, "student")  # the precision the student was validated in
     kw = {"workers": cfg.data.workers, "tta": cfg.submit.tta}
     with precision.autocast():
         labels = predict_pixels(model, test.pixels, meta["img_size"], norm, dev, **kw).argmax(1)

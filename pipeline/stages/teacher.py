@@ -49,7 +49,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     meta = {"kind": "teacher", "arch": tc.model, "kwargs": dict(tc.kwargs), "num_classes": layout.num_classes,
             "class_names": layout.class_names, "mean": list(mean), "std": list(std), "img_size": tc.img_size,
             "params": count_params(model)}
-    precision = resolve(tc.amp, dev)
+    precision = resolve(tc.amp, dev, "teacher")
     if tc.epochs == 0:
         return _as_it_is(cfg, rd, out, task, val, meta, precision, t0)
 
