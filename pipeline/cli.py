@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .config import REPO_ROOT, ConfigError
+from .config import ConfigError
 from .runner import run_stage
 
 DEFAULT_CONFIG = "configs/demo.yaml"
@@ -47,16 +47,31 @@ def _parser() -> argparse.ArgumentParser:
                         help="start over: no resume from last.pt, no reuse of a finished cache")
         if s in ("submit", "all"):
             sp.add_argument("--upload", action="store_true", help="also upload to Kaggle (sets submit.upload=true)")
+        if s == "all":
+            sp.add_argument("--from", dest="start", choices=pipeline_order(), default=None,
+                            help="start over from this stage down (--force for it and every stage after it)")
     d = sub.add_parser("demo-data", help="build the Fashion-MNIST demo set in the HW13 layout")
     d.add_argument("--out", default="data/demo-fmnist")
     x = sub.add_parser("idx-data", help="write IDX files (MNIST) as class folders (train/, val/) of PNGs")
     x.add_argument("--source", default="../shared/datasets/mnist", help="folder with the four IDX files")
     x.add_argument("--out", default="data/mnist")
+    i = sub.add_parser("init", help="look at a data folder (layout, classes, counts, sizes) and write a config for it")
+    i.add_argument("path", help="the data folder: HW13, train/<class>/ (+ val/), or <class>/*.jpg")
+    i.add_argument("--out", default=None, help="config to write (default configs/<folder name>.yaml)")
+    i.add_argument("--force", action="store_true", help="replace --out when it exists")
+    q = sub.add_parser("predict", help="label images or a folder with a run's student: CSV of file, class, probability")
+    q.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    q.add_argument("--config", default=DEFAULT_CONFIG, help=f"the run whose student to use (default {DEFAULT_CONFIG})")
+    q.add_argument("--student", default=None, metavar="FOLDER", help="the student folder instead (runs/<name>/student)")
+    q.add_argument("--topk", type=int, default=1, help="also the next classes and their probabilities (default 1)")
+    q.add_argument("--format", default="auto", choices=["auto", "safetensors", "onnx"],
+                   help="auto: student.onnx when exported and current, else student.safetensors")
+    q.add_argument("--out", default=None, help="write the CSV here (default: print it)")
     c = sub.add_parser("compare", help="table of runs: teacher/student accuracy, params, wall time")
     c.add_argument("runs", nargs="+")
     k = sub.add_parser("submissions", help="the competition's Kaggle submissions beside the local runs they came from")
     k.add_argument("--competition", default="ml2023spring-hw13", help="competition slug (default ml2023spring-hw13)")
-    k.add_argument("--runs", default=str(REPO_ROOT / "runs"), help="folder of the runs (default runs/)")
+    k.add_argument("--runs", default="runs", help="folder of the runs (default runs/)")
     w = sub.add_parser("sweep", help="search student settings on one cached teacher with Optuna (parallel workers)",
                        description="Trials are student runs under runs/<name>/sweeps/<study>/; see configs/sweeps/")
     w.add_argument("--config", default=DEFAULT_CONFIG)
@@ -81,9 +96,10 @@ def _errors() -> tuple[type[BaseException], ...]:
     from .models import ArtifactError, BudgetError
     from .models.teacher import TeacherError
     from .submission import SubmissionError
+    from .provenance import ProvenanceError
     from .teacher_cache import StaleCacheError
 
-    return (ConfigError, LayoutError, BadImageError, BudgetError, StaleCacheError, SubmissionError, ArtifactError,
+    return (ProvenanceError, ConfigError, LayoutError, BadImageError, BudgetError, StaleCacheError, SubmissionError, ArtifactError,
             TeacherError, ResumeError, NonFiniteLoss, LossConfigError, DiskFullError, FileNotFoundError)
 
 
@@ -121,7 +137,7 @@ def _demo_data(args: argparse.Namespace) -> int:
     from .data.demo import build_demo
 
     try:
-        out = build_demo(REPO_ROOT / args.out if not args.out.startswith("/") else args.out)
+        out = build_demo(Path(args.out))
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -133,11 +149,43 @@ def _idx_data(args: argparse.Namespace) -> int:
     from .data.demo import build_idx_folders
 
     try:
-        out = build_idx_folders(REPO_ROOT / args.source, REPO_ROOT / args.out)
+        out = build_idx_folders(Path(args.source), Path(args.out))
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"class folders ready at {out}")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .survey import describe, survey, write_config
+
+    out = Path(args.out or f"configs/{Path(args.path).resolve().name}.yaml")
+    try:
+        found = survey(args.path)
+        print(describe(found))
+        write_config(found, args.path, out, args.force)
+    except _errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}\nnext: distil all --config {out}   (or: make CONFIG={out})")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .deployment import predict_images
+
+    try:
+        folder = Path(args.student) if args.student else (lambda c: c.run_dir / c.student.dir)(load_config(args.config))
+        text = predict_images(args.images, folder, args.topk, args.format, Path(args.out) if args.out else None)
+    except _errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -160,7 +208,7 @@ def _submissions(args: argparse.Namespace) -> int:
 
 # the commands that are not pipeline stages (those come from the stage registry), by name
 TOOLS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "demo-data": _demo_data, "idx-data": _idx_data, "compare": _compare, "sweep": _sweep,
+    "demo-data": _demo_data, "idx-data": _idx_data, "init": _init, "predict": _predict, "compare": _compare, "sweep": _sweep,
     "submissions": _submissions}
 
 
@@ -174,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     overrides = list(args.overrides) + (["submit.upload=true"] if getattr(args, "upload", False) else [])
     try:
-        result = run_stage(args.stage, args.config, overrides, args.force)
+        result = run_stage(args.stage, args.config, overrides, args.force, start=getattr(args, "start", None))
     except Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 128 + exc.signum

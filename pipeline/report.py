@@ -177,10 +177,9 @@ def sweep_sections(run_dir: Path) -> tuple[str, dict[str, bytes]]:
 
 
 def _relative_paths(text: str) -> str:
-    """Machine paths inside the project shown relative to it (``runs/x/...`` rather than ``/home/.../runs/x``)."""
-    from .config import REPO_ROOT
-
-    return text.replace(str(REPO_ROOT) + "/", "")
+    """Machine paths inside the working directory shown relative to it (``runs/x/...`` rather than
+    ``/home/.../runs/x``)."""
+    return text.replace(str(Path.cwd().resolve()) + "/", "")
 
 
 def _img(png: bytes, alt: str, cls: str) -> str:

@@ -78,7 +78,7 @@ def teacher_forward(model: torch.nn.Module, x: torch.Tensor, amp: str) -> tuple[
     (``DISTIL_CPU_BF16=1`` makes ``auto`` bf16 here: ``.ci/run`` runs the ``precision`` tests both ways)."""
     from pipeline.precision import resolve
 
-    prec = resolve(amp, torch.device("cpu"))
+    prec = resolve(amp, torch.device("cpu"), "cache")
     with torch.inference_mode(), prec.autocast():
         out = model(x).float().numpy()
     return out, TOLERANCE[prec.name]

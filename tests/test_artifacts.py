@@ -94,15 +94,37 @@ def test_bf16_autocast_runs_every_stage_on_the_cpu(tmp_path, hw13, capsys, monke
     assert "nan" not in metrics
 
 
-def test_auto_precision_follows_the_hardware(monkeypatch):
+@pytest.mark.parametrize("role,on_native", [("teacher", torch.bfloat16), ("cache", torch.bfloat16), ("student", None)])
+def test_auto_precision_follows_the_hardware_and_the_role(monkeypatch, role, on_native):
+    """``auto`` on a CPU with native bf16: bf16 for the teacher's training and inference (the cache), float32 for
+    the student (docs/precision.md); float32 everywhere without native bf16; fp16 + GradScaler on CUDA."""
     import pipeline.precision as precision
     from pipeline.precision import resolve
 
-    for native, want in ((True, torch.bfloat16), (False, None)):  # both kinds of CPU, whichever this one is
+    cpu = torch.device("cpu")
+    for native, want in ((True, on_native), (False, None)):  # both kinds of CPU, whichever this one is
         monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
-        p = resolve("auto", torch.device("cpu"))
+        p = resolve("auto", cpu, role)
         assert p.dtype == want and not p.scaled
-    assert resolve("off", torch.device("cpu")).dtype is None
-    assert resolve("bf16", torch.device("cpu")).dtype == torch.bfloat16
-    assert resolve("fp16", torch.device("cpu")).dtype == torch.bfloat16  # no float16 GradScaler path on a CPU
-    assert resolve("fp16", torch.device("cuda")).scaled and resolve("auto", torch.device("cuda")).dtype == torch.float16
+    for forced, want in (("1", on_native), ("0", None)):  # DISTIL_CPU_BF16, as .ci/run uses it
+        monkeypatch.undo()
+        monkeypatch.setenv("DISTIL_CPU_BF16", forced)
+        assert resolve("auto", cpu, role).dtype == want
+    assert resolve("off", cpu, role).dtype is None
+    assert resolve("bf16", cpu, role).dtype == torch.bfloat16
+    assert resolve("fp16", cpu, role).dtype == torch.bfloat16  # no float16 GradScaler path on a CPU
+    assert resolve("fp16", torch.device("cuda"), role).scaled and resolve("auto", torch.device("cuda"), role).scaled
+    with pytest.raises(ValueError, match="not one of teacher, cache, student"):
+        resolve("auto", cpu, "students")
+
+
+@pytest.mark.slow
+@pytest.mark.precision
+def test_each_stage_resolves_auto_for_its_role(tmp_path, hw13, capsys, monkeypatch):
+    """With bf16 native (forced), ``amp: auto`` runs the teacher and the cache in bf16 and the student in float32."""
+    monkeypatch.setenv("DISTIL_CPU_BF16", "1")
+    cfg = tiny_config(tmp_path, hw13, teacher={"epochs": 1}, student={"epochs": 1})
+    for stage in ("teacher", "cache", "student"):
+        assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
+    s = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert (s["teacher"]["precision"], s["cache"]["precision"], s["student"]["precision"]) == ("bf16", "bf16", "fp32")

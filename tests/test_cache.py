@@ -206,7 +206,7 @@ def test_onnxruntime_backend_caches_what_torch_caches(built, tmp_path):
     over = ["cache.backend=onnxruntime", "cache.store=[feat]"]
     assert main(["cache", "--config", str(built), "--force", *over]) == 0
     # onnxruntime runs float32; the torch cache ran in the teacher's amp: the tolerance is that precision's
-    tol = TOLERANCE[resolve(load_config(built).teacher.amp, torch.device("cpu")).name]
+    tol = TOLERANCE[resolve(load_config(built).teacher.amp, torch.device("cpu"), "cache").name]
     np.testing.assert_allclose(np.load(ref / "logits.npy"), torch_logits, **tol)
     assert np.load(ref / "feat.npy").shape[:2] == torch_logits.shape[:2]
     summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())

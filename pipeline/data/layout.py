@@ -1,12 +1,14 @@
 """Find the splits of a data folder.
 
-Two layouts are understood:
+Three layouts are understood (``LAYOUTS``):
 
 * **HW13 / Food-11**: ``training/<label>_<n>.jpg``, ``validation/<label>_<n>.jpg``,
   ``evaluation/0000.jpg`` (unlabelled), optional ``sample_submission.csv`` and ``classes.txt``.
   (``train``/``valid``/``val``/``test`` are accepted as folder aliases.)
 * **Class folders** (ImageFolder): ``train/<class>/*.jpg``, ``val/<class>/*.jpg`` and an optional
   flat ``test/`` (or ``evaluation/``) of unlabelled images.
+* **Class folders at the top** (``folders``): ``<class>/*.jpg`` and an optional ``test/``; the validation split
+  is made by ``pipeline.data.sets.open_data`` (stratified, seeded).
 """
 from __future__ import annotations
 
@@ -234,12 +236,10 @@ def _discover_hw13(root: Path) -> DataLayout:
     return DataLayout("hw13", root, train, val, test, num_classes, names, sub if sub.is_file() else None)
 
 
-def _class_folder_split(folder: Path, classes: list[str], name: str) -> Split:
+def _class_folder_split(folder: Path, classes: list[str], name: str, ignore: set[str] = set()) -> Split:
     files: list[Path] = []
     labels: list[int] = []
-    present = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-                     and p.suffix.lower() not in IMAGE_EXTS)
-    extra = set(present) - set(classes)
+    extra = set(_class_dirs(folder)) - set(classes) - ignore
     if extra:
         raise LayoutError(f"{folder}: class folder(s) {sorted(extra)} do not exist in the training split")
     for idx, c in enumerate(classes):
@@ -271,19 +271,56 @@ def _discover_imagefolder(root: Path) -> DataLayout:
     return DataLayout("imagefolder", root, train, val, test, len(classes), classes, sub if sub.is_file() else None)
 
 
+def _class_dirs(folder: Path) -> list[str]:
+    """The sub-folders of ``folder`` that can be classes (hidden ones, archive debris and image-named ones aside)."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and p.name not in NOT_DATA and p.suffix.lower() not in IMAGE_EXTS)
+
+
+def _discover_folders(root: Path) -> DataLayout:
+    """Class folders at the top, ``root/<class>/*.jpg`` (a phone's or a photo app's export), with an optional
+    unlabelled ``test/`` (or ``evaluation/``). There is no validation split: ``open_data`` holds out a stratified,
+    seeded share of each class."""
+    td = _find_dir(root, "test")
+    classes = [c for c in _class_dirs(root) if td is None or c != td.name]
+    split_dirs = [c for c in classes if c in ALIASES["train"] + ALIASES["val"]]
+    if split_dirs:
+        raise LayoutError(f"{root}: has {split_dirs[0]}/ but no training/ or train/ folder; put the training images "
+                          "in training/ (HW13) or train/<class>/ (class folders), or every class folder at the top")
+    nested = [c for c in classes if _find_dir(root / c, "train") is not None]
+    if nested:
+        raise LayoutError(f"{root}: {nested[0]}/ holds a training folder, so it is not a class: set data.root to the "
+                          f"folder to use, e.g. data.root={root / nested[0]}")
+    if len(classes) < 2:
+        raise LayoutError(f"{root}: found {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier "
+                          "needs at least two, e.g. photos/cat/*.jpg and photos/dog/*.jpg")
+    train = _class_folder_split(root, classes, "train", ignore={td.name} if td else set())
+    counts = np.bincount(train.labels, minlength=len(classes))  # type: ignore[arg-type]
+    for i in np.flatnonzero(counts == 0):
+        raise LayoutError(f"{root / classes[i]}: class {classes[i]!r} has no images; every class needs some "
+                          "(images directly inside the class folder)")
+    test = _unlabelled(td, "test") if td else None
+    sub = root / "sample_submission.csv"
+    return DataLayout("folders", root, train, None, test, len(classes), classes, sub if sub.is_file() else None)
+
+
 LAYOUTS: Registry[Callable[[Path], DataLayout]] = Registry("layout")
 LAYOUTS.register("hw13", detect="flat labelled files: training/<label>_<n>.jpg")(_discover_hw13)
 LAYOUTS.register("imagefolder", detect="class folders: train/<class>/*.jpg")(_discover_imagefolder)
+LAYOUTS.register("folders", detect="class folders at the top: <class>/*.jpg (no train/: a validation split is made)")(
+    _discover_folders)
 
 
 def detect_layout(root: Path) -> str:
-    """``hw13`` when the training folder holds images, ``imagefolder`` when it holds class folders; a
-    mixture of both is refused (a stray sub-folder must not hide the flat images, or the reverse)."""
+    """``hw13`` when the training folder holds images, ``imagefolder`` when it holds class folders, ``folders``
+    when there is no training folder but class folders at the top; a mixture of both is refused (a stray sub-folder must not hide the flat images, or the reverse)."""
     tr = _find_dir(root, "train")
+    if tr is None and _class_dirs(root):
+        return "folders"
     if tr is None:
         raise LayoutError(
-            f"{root}: no training/ or train/ folder. Expected the HW13 layout (training/<label>_<n>.jpg) "
-            "or class folders (train/<class>/*.jpg)"
+            f"{root}: no training/ or train/ folder and no class folders. Expected the HW13 layout "
+            "(training/<label>_<n>.jpg), class folders (train/<class>/*.jpg) or class folders at the top (<class>/*.jpg)"
         )
     entries = [p for p in tr.iterdir() if not p.name.startswith(".")]
     dirs = sorted(p.name for p in entries if p.is_dir() and p.suffix.lower() not in IMAGE_EXTS)

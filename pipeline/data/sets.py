@@ -13,13 +13,34 @@ from .layout import DataLayout, LayoutError, discover
 from .pixels import PixelCache, StackedPixels, build_pixel_cache
 
 
+# the validation split made when a data folder has none: this share of each class, drawn with this seed (fixed,
+# not the run's seed, so runs that differ only in seed are validated on the same images). The split's file lists
+# are part of the pixel keys (pixels.split_key) that every stage records: a finished stage never sees another split
+VAL_FRACTION = 0.1
+SPLIT_SEED = 0
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED) -> np.ndarray:
+    """(N,) bool mask of the images to hold out: ``round(fraction * n_c)`` of each class's ``n_c`` images (at least
+    one where a class has two or more), drawn by a generator seeded with ``seed``. Depends only on ``labels``."""
+    rng = np.random.default_rng(seed)
+    hold = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = max(1, round(fraction * len(idx))) if len(idx) >= 2 else 0
+        hold[rng.permutation(idx)[:k]] = True
+    return hold
+
+
 def open_data(cfg: Any) -> DataLayout:
-    """Discover ``cfg.data``; with no validation split, hold out every 10th training image."""
+    """Discover ``cfg.data``; with no validation split, hold out a stratified, seeded share of the training images
+    (``stratified_holdout``)."""
     layout = discover(cfg.data_root, cfg.data.layout, cfg.data.limit_per_split, cfg.data.skip_bad)
     if layout.val is None:
-        logging.getLogger(__name__).warning("%s has no validation split: holding out 10%% of training", layout.root)
-        hold = np.zeros(len(layout.train), bool)
-        hold[::10] = True
+        hold = stratified_holdout(np.asarray(layout.train.labels))
+        logging.getLogger(__name__).warning(
+            "%s has no validation split: holding out %d of %d training images (%d%% of each class, stratified, "
+            "seed %d)", layout.root, int(hold.sum()), len(hold), round(VAL_FRACTION * 100), SPLIT_SEED)
         layout.val = layout.train.subset(hold)
         layout.val.name = "val"
         layout.train = layout.train.subset(~hold)

@@ -44,6 +44,9 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     dev = device()
     # unlabelled images carry only teacher targets: a student without teacher terms trains on the labelled ones
     images = distill_set(cfg, layout, train, cfg.cache.unlabeled and uses_teacher)
+    if uses_teacher:  # the teacher (and the cache) it reads: finished, not being written, current
+        rd.require(*cfg.teacher_dirs, *([cfg.run_dir / "cache"] if sc.teacher_mode == "cached" else []),
+                   today={"train images": train.key, "validation images": val.key})
     # every teacher output the terms read, from the cache or the teacher run online: one object
     teacher = open_teacher(cfg, teacher_specs(cfg, terms) if uses_teacher else [], images, dev, rd.teacher_command(),
                            rd.command("cache"))
@@ -64,7 +67,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     trainable = [p for p in distiller.parameters() if p.requires_grad]
     opt, sched = optimization(sc, iter(trainable), len(train_dl))
     meta = {"kind": "student", "arch": sc.model, "kwargs": dict(sc.kwargs), "num_classes": layout.num_classes,
-            "class_names": layout.class_names, "img_size": sc.img_size, "mean": list(norm[0]),
+            "class_names": layout.class_names, "img_size": sc.img_size, "pixel_size": cfg.data.image_size,
+            "mean": list(norm[0]),
             "std": list(norm[1]), "params": params, "budget": sc.budget}
 
     def on_best(row: dict[str, Any]) -> None:
@@ -75,7 +79,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         inputs["unlabelled images"] = images.unlabeled_key
     if teacher.key is not None:
         inputs["teacher"] = teacher.key
-    precision = resolve(sc.amp, dev)
+    precision = resolve(sc.amp, dev, "student")
     engine = build_engine(cfg, rd, "student", out, distiller, train_dl, val_dl, opt, sched, precision, IDENTITY, on_best,
                           inputs)
     history = engine.fit()
@@ -85,4 +89,6 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
               "epochs": len(history), "precision": precision.name,
               "train_s": round(sum(h["epoch_s"] for h in history), 1), "wall_s": round(time.time() - t0, 1),
               "artifact": rd.relative(out / "student.safetensors")}
-    return rd.finish(out, "student" if sc.dir == "student" else f"student:{sc.dir}", result, trained=engine.epochs_run > 0)
+    upstream = ([cfg.run_dir / "cache"] if sc.teacher_mode == "cached" else cfg.teacher_dirs) if uses_teacher else []
+    return rd.finish(out, "student" if sc.dir == "student" else f"student:{sc.dir}", result, trained=engine.epochs_run > 0,
+                     kind="student", inputs=inputs, upstream=upstream)

@@ -1,6 +1,8 @@
 """``submit`` stage: predict the evaluation images with the student and write (and optionally upload) the CSV."""
 from __future__ import annotations
 
+import logging
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -16,24 +18,34 @@ from ..engine import device
 from ..models import load_student
 from ..precision import resolve
 from ..predict import accuracy, predict_pixels
-from ..rundir import RunDir
+from ..rundir import RunDir, program, relative_to_cwd
 from ..kaggle_client import description, record_upload
 from ..submission import SubmissionError, check_file, upload, write_submission
+
+log = logging.getLogger(__name__)
 
 
 @STAGES.register("submit", order=4, pipeline=True, help="predict the evaluation images, write and validate the CSV")
 def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     t0 = time.time()  # submit.upload's credentials were checked by run_stage, before any stage's work
     layout = open_data(cfg)
-    if layout.test is None:
-        raise SubmissionError(f"{layout.root}: no evaluation/ (or test/) folder of unlabelled images to predict")
+    if layout.test is None:  # own photos: the run ends with the student; predict labels any images
+        how = f"{program()} predict IMAGES_OR_FOLDER --student {shlex.quote(relative_to_cwd(cfg.run_dir / cfg.student.dir))}"
+        result = {"submission": None, "reason": f"{layout.root} has no evaluation/ (or test/) folder of unlabelled "
+                  "images: nothing to submit", "student": rd.relative(cfg.run_dir / cfg.student.dir),
+                  "student_val_acc": rd.summary().get("student", {}).get("val_acc"), "predict": how}
+        log.info("nothing to submit: %s has no unlabelled test images. The student is in %s; label images with: %s",
+                 layout.root, result["student"], how)
+        rd.update_summary("submit", result)
+        return result
+    rd.require(cfg.run_dir / cfg.student.dir, today={"train images": pixels(cfg, layout, "train").key})
     dev = device()
     model, meta = load_student(cfg.run_dir / cfg.student.dir, cfg.student.budget, f"run it first: {rd.command('student')}")
     test = pixels(cfg, layout, "test")
     out = rd.stage("submit")
     model.to(dev)
     norm = Normalize(meta["mean"], meta["std"]).to(dev)
-    precision = resolve(cfg.student.amp, dev)  # the precision the student was validated in
+    precision = resolve(cfg.student.amp, dev, "student")  # the precision the student was validated in
     kw = {"workers": cfg.data.workers, "tta": cfg.submit.tta}
     with precision.autocast():
         labels = predict_pixels(model, test.pixels, meta["img_size"], norm, dev, **kw).argmax(1)

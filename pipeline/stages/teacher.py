@@ -49,7 +49,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     meta = {"kind": "teacher", "arch": tc.model, "kwargs": dict(tc.kwargs), "num_classes": layout.num_classes,
             "class_names": layout.class_names, "mean": list(mean), "std": list(std), "img_size": tc.img_size,
             "params": count_params(model)}
-    precision = resolve(tc.amp, dev)
+    precision = resolve(tc.amp, dev, "teacher")
     if tc.epochs == 0:
         return _as_it_is(cfg, rd, out, task, val, meta, precision, t0)
 
@@ -72,7 +72,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
               "epochs": len(history), "precision": precision.name,
               "train_s": round(sum(h["epoch_s"] for h in history), 1), "wall_s": round(time.time() - t0, 1),
               "artifact": rd.relative(out / "teacher.safetensors")}
-    return rd.finish(out, "teacher", result, trained=engine.epochs_run > 0)
+    return rd.finish(out, "teacher", result, trained=engine.epochs_run > 0, kind="teacher",
+                     inputs={"train images": train.key, "validation images": val.key})
 
 
 def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any, meta: dict[str, Any],
@@ -90,4 +91,4 @@ def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any
               "epochs": 0,
               "weights": cfg.teacher.weights, "precision": precision.name, "train_s": 0.0,
               "wall_s": round(time.time() - t0, 1), "artifact": rd.relative(out / "teacher.safetensors")}
-    return rd.finish(out, "teacher", result)
+    return rd.finish(out, "teacher", result, kind="teacher", inputs={"validation images": val.key})
