@@ -73,5 +73,6 @@ def test_the_student_before_the_teacher_says_to_train_the_teacher(tmp_path, caps
     cfg = tiny_config(tmp_path, make_photos(tmp_path / "photos", counts=(4, 4)), student={"teacher_mode": mode})
     assert main(["student", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "run the teacher stage" in err and "teacher --config" in err and len(err.splitlines()) == 1, err
+    # one line naming the teacher and the command that makes it (the provenance check, or open_teacher's own)
+    assert err.startswith("error: ") and "teacher" in err and "--config" in err and len(err.splitlines()) == 1, err
     assert "Errno" not in err
