@@ -27,7 +27,7 @@ from ..registry import Registry
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-LABELLED = re.compile(r"^(-?\d+)_(\d+)$")
+LABELLED = re.compile(r"^(-?[0-9]+)_([0-9]+)$")  # ASCII digits only (\d also reads Arabic-Indic digits)
 ALIASES = {
     "train": ("training", "train"),
     "val": ("validation", "valid", "val"),
