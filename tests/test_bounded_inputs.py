@@ -42,3 +42,30 @@ def test_a_huge_bad_value_is_quoted_short(tmp_path):
     msg = str(e.value)
     assert "teacher.epochs" in msg and "student.augment" in msg
     assert len(msg) < 2_000
+
+
+def test_a_huge_label_in_a_file_name_is_refused_naming_the_file(hw13):
+    from pipeline.data import LayoutError, discover
+
+    (hw13 / "training" / "3000000000_1.jpg").write_bytes((hw13 / "training" / "0_0.jpg").read_bytes())
+    with pytest.raises(LayoutError, match=r"3000000000_1\.jpg: label 3000000000 .*rename") as e:
+        discover(hw13)
+    assert len(str(e.value)) < 400
+
+
+def test_a_gap_in_labels_names_the_file_with_the_largest_label(hw13):
+    from pipeline.data import LayoutError, discover
+
+    (hw13 / "training" / "50000_1.jpg").write_bytes((hw13 / "training" / "0_0.jpg").read_bytes())
+    with pytest.raises(LayoutError, match=r"class 3 .*has no training images.*50000_1\.jpg has label 50000.*"
+                                          r"only 4 distinct labels"):
+        discover(hw13)
+
+
+@pytest.mark.parametrize("stem", ["\u0661_5", "\u0662_5", "1_\u0665", "\uff11_5"])  # Arabic-Indic 1/2/5, full-width 1
+def test_only_ascii_digits_are_labels(hw13, stem):
+    from pipeline.data import LayoutError, discover
+
+    (hw13 / "training" / f"{stem}.jpg").write_bytes((hw13 / "training" / "0_0.jpg").read_bytes())
+    with pytest.raises(LayoutError, match="cannot read a label"):
+        discover(hw13)
