@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="start over: no resume from last.pt, no reuse of a finished cache")
         if s in ("submit", "all"):
             sp.add_argument("--upload", action="store_true", help="also upload to Kaggle (sets submit.upload=true)")
+        if s == "all":
+            sp.add_argument("--from", dest="start", choices=pipeline_order(), default=None,
+                            help="start over from this stage down (--force for it and every stage after it)")
     d = sub.add_parser("demo-data", help="build the Fashion-MNIST demo set in the HW13 layout")
     d.add_argument("--out", default="data/demo-fmnist")
     x = sub.add_parser("idx-data", help="write IDX files (MNIST) as class folders (train/, val/) of PNGs")
@@ -93,9 +96,10 @@ def _errors() -> tuple[type[BaseException], ...]:
     from .models import ArtifactError, BudgetError
     from .models.teacher import TeacherError
     from .submission import SubmissionError
+    from .provenance import ProvenanceError
     from .teacher_cache import StaleCacheError
 
-    return (ConfigError, LayoutError, BadImageError, BudgetError, StaleCacheError, SubmissionError, ArtifactError,
+    return (ProvenanceError, ConfigError, LayoutError, BadImageError, BudgetError, StaleCacheError, SubmissionError, ArtifactError,
             TeacherError, ResumeError, NonFiniteLoss, LossConfigError, DiskFullError, FileNotFoundError)
 
 
@@ -218,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     overrides = list(args.overrides) + (["submit.upload=true"] if getattr(args, "upload", False) else [])
     try:
-        result = run_stage(args.stage, args.config, overrides, args.force)
+        result = run_stage(args.stage, args.config, overrides, args.force, start=getattr(args, "start", None))
     except Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 128 + exc.signum

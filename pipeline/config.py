@@ -19,6 +19,9 @@ from .differences import leaf_changes, shown
 from .yaml_words import settle
 
 
+# the stage folders under runs/<name>/ that student.dir may not name (pipeline/provenance.py reads their records)
+OTHER_STAGE_FOLDERS = ("teacher", "cache", "submit", "_pixels")
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
 
@@ -165,7 +168,7 @@ class CacheConfig(_Strict):
                      "the teacher is cached on exactly that image and CE uses the mixed labels")
     mix_prob: float = Field(0.5, ge=0, le=1, description="Share of the views 1..K-1 that are mixed")
     mix_alpha: float = Field(1.0, gt=0, description="lam ~ Beta(alpha, alpha)")
-    ensemble: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]] = Field(
+    ensemble: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]] = Field(
         default_factory=list, description="Runs whose fine-tuned teachers (runs/<run>/teacher) join this run's "
         "teacher: the cache holds the mean of their logits")
 
@@ -227,6 +230,9 @@ class StudentConfig(TrainConfig):
 
     @model_validator(mode="after")
     def _known(self) -> "StudentConfig":
+        if self.dir.split("/")[0] in OTHER_STAGE_FOLDERS:  # the student would overwrite that stage's record
+            raise ValueError(f"student.dir: {self.dir!r} is the folder of the {self.dir.split('/')[0]} stage; "
+                             f"name another folder (e.g. student-2)")
         from .losses.criterion import validate_terms  # imports torch; only when a config is validated
         from .models.students import check_student_kwargs
 
@@ -268,7 +274,7 @@ class Config(_Strict):
                       description="Run name: one path component (runs/<name>/); default: the config file's stem")
     seed: int = Field(0, ge=0, description="Seed of every random number generator (data order, views, init)")
     runs_dir: str = "runs"
-    teacher_from: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+    teacher_from: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",  # a run in runs/, not ..
                                         description="Use runs/<teacher_from>/teacher instead of training one (share a teacher across recipes)")
     submissions_dir: str = "submissions"
     tensorboard: Union[bool, Literal["auto"]] = Field(

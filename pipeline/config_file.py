@@ -45,8 +45,63 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message says which key and how to fix it."""
 
 
+# a config has a few hundred values; aliases (``*name``) that would add more than this many nodes are refused
+# (a 457-byte file of nested aliases otherwise expands to hundreds of millions of items)
+ALIAS_NODE_BUDGET = 10_000
+# error messages quote at most this many characters of a value the user gave
+QUOTE_CHARS = 200
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters (``...`` and the full length appended when cut)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _alias_expansion(root: yaml.Node) -> int:
+    """How many nodes the aliases (``*name``) under ``root`` add once each is expanded in place (a node
+    written once counts nothing; each further use of it counts its whole expanded size); an alias that
+    contains itself is refused."""
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+    added = 0
+
+    def size(node: yaml.Node) -> int:
+        nonlocal added
+        key = id(node)
+        if key in sizes:
+            added += sizes[key]
+            return sizes[key]
+        if key in open_ids:
+            raise yaml.composer.ComposerError(None, None, "an alias (*name) refers to the node that contains it",
+                                              node.start_mark)
+        open_ids.add(key)
+        if isinstance(node, yaml.SequenceNode):
+            children: list[yaml.Node] = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        total = 1 + sum(size(child) for child in children)
+        open_ids.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
+    return added
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (PyYAML's YAML 1.1 rules read it as a string)."""
+    """SafeLoader that also reads ``1e-3`` as a float (PyYAML's YAML 1.1 rules read it as a string) and
+    refuses aliases that expand past ``ALIAS_NODE_BUDGET`` nodes."""
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None and _alias_expansion(node) > ALIAS_NODE_BUDGET:
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*name) expand to more than {ALIAS_NODE_BUDGET} values; a config needs "
+                "a few hundred: write the values out or use fewer nested aliases")
+        return node
 
 
 _Loader.add_implicit_resolver(
@@ -123,7 +178,7 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     out = []
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value (e.g. student.epochs=3)")
+            raise ConfigError(f"override {quote(item)} is not key=value (e.g. student.epochs=3)")
         key, raw = item.split("=", 1)
         try:
             value = yaml_load(raw, words=True) if raw != "" else ""
@@ -168,8 +223,8 @@ def _format_errors(err: ValidationError, src: str) -> str:
         elif e["type"] == "value_error":  # our validators: the message names the value already
             msg = msg.removeprefix("Value error, ")
         else:
-            msg = f"{msg} (got {e.get('input')!r})"
-        lines.append(f"  {key}: {msg}")
+            msg = f"{msg} (got {quote(e.get('input'))})"
+        lines.append(f"  {key[:QUOTE_CHARS]}: {msg[:2 * QUOTE_CHARS]}")
     return "\n".join(lines)
 
 

@@ -11,11 +11,15 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from . import distributed
+from . import distributed, provenance
 from .atomic import write_json
 from .config import Config
 from .confidence import accuracy_interval
 from .locks import held
+
+
+# files made from a stage's deployable file by a later tool: removed when the stage trains new weights
+DERIVED = {"student": ("student.onnx", "student.int8.onnx", "export.json")}
 
 
 def program() -> str:
@@ -89,10 +93,38 @@ class RunDir:
             return f"{program()} teacher --config configs/{self.cfg.teacher_from}.yaml"
         return self.command("teacher")
 
-    def finish(self, out: Path, section: Optional[str], result: dict[str, Any], trained: bool = True) -> dict[str, Any]:
+    def require(self, *folders: Path, today: Optional[dict[str, Optional[str]]] = None) -> None:
+        """Accept the upstream stage folders ``folders`` only when finished, not being written, whole and current
+        (``today``: content keys of the inputs now); else ``provenance.ProvenanceError`` (pipeline/provenance.py)."""
+        for f in folders:
+            provenance.require(self.cfg.path(self.cfg.runs_dir), f, today or {}, self.rebuild_command, own=self.root)
+
+    def rebuild_command(self, folder: Path, kind: str) -> str:
+        """The one command that rebuilds the stage ``kind`` in ``folder`` and every stage after it."""
+        from .stages import pipeline_order
+
+        start = f" --from {kind}" if kind in pipeline_order() else " --force"
+        if Path(folder).resolve().parent == self.root.resolve():
+            return self.command(f"all{start}")
+        return f"{program()} all{start} --config configs/{Path(folder).parent.name}.yaml"
+
+    def finish(self, out: Path, section: Optional[str], result: dict[str, Any], trained: bool = True,
+               kind: Optional[str] = None, inputs: Optional[dict[str, Optional[str]]] = None,
+               upstream: Sequence[Path] = ()) -> dict[str, Any]:
         """Record a finished stage: ``summary.json`` section (if any) and ``<out>/done.json`` (rank 0 only).
         ``trained=False`` (a finished stage run again: nothing was trained) keeps the wall time of the run that
-        did the work, so the record still says what the stage cost."""
+        did the work, so the record still says what the stage cost. ``kind``: the record gets its provenance
+        (``provenance.stamp``: ``inputs``' content keys, the ``upstream`` folders' identities); a stage that
+        trained drops what was derived from its old weights (``DERIVED``)."""
+        if kind is not None and not trained:  # reused: the deployable file must still be the one recorded
+            before_rec = provenance.read_record(out)
+            torn = provenance.check_torn(out, before_rec) if before_rec else None
+            if torn:
+                raise provenance.ProvenanceError(f"{self.relative(out)}: {torn}; start it over with: "
+                                                 f"{self.command(section or kind, force=True)}")
+        if kind is not None and trained and distributed.is_main():
+            for name in DERIVED.get(kind, ()):
+                (out / name).unlink(missing_ok=True)
         if not trained:
             try:
                 before = json.loads((out / "done.json").read_text())
@@ -102,9 +134,12 @@ class RunDir:
                 result = {**before, **result, "wall_s": before["wall_s"], "reused": True}
         if "val_acc" in result and isinstance(result.get("val_images"), int):  # the accuracy's 95% interval
             result = {**result, "val_acc_ci95": accuracy_interval(float(result["val_acc"]), result["val_images"])}
+        if kind is not None:
+            result = {**result, "provenance": provenance.stamp(self.cfg.path(self.cfg.runs_dir), out, kind,
+                                                               inputs or {}, list(upstream))}
         if distributed.is_main():
             if section:
-                self.update_summary(section, result)
+                self.update_summary(section, {k: v for k, v in result.items() if k != "provenance"})
             write_json(out / "done.json", result)
         return result
 

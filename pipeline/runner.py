@@ -7,7 +7,7 @@ raise to stop the run after that epoch's checkpoint).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .config import load_config
 
@@ -33,15 +33,18 @@ def setup_torch(seed: int) -> None:
 
 
 def run_stage(stage: str, config: str, overrides: Sequence[str] = (), force: bool = False,
-              callbacks: Sequence[EpochCallback] = ()) -> dict[str, Any]:
+              callbacks: Sequence[EpochCallback] = (), start: Optional[str] = None) -> dict[str, Any]:
     """Run one stage (or ``all``) of ``config`` with ``key=value`` overrides; returns its summary.
-    ``force``: start the stage over instead of resuming or reusing it; ``callbacks``: per epoch, ``fn(row)``."""
+    ``force``: start the stage over instead of resuming or reusing it; ``callbacks``: per epoch, ``fn(row)``;
+    ``start`` (``all`` only): force that stage and every one after it (``distil all --from <stage>``)."""
     from . import distributed
     from .rundir import RunDir
     from .stages import STAGES, pipeline_order
 
     if stage == "all":
-        return {name: run_stage(name, config, overrides, force, callbacks) for name in pipeline_order()}
+        order = pipeline_order()
+        first = order.index(start) if start else len(order)
+        return {name: run_stage(name, config, overrides, force or i >= first, callbacks) for i, name in enumerate(order)}
     cfg = load_config(config, list(overrides))
     if cfg.submit.upload:  # a run meant for Kaggle, any stage: no credentials is found before any work (training,
         # or the submit stage predicting and rewriting the CSV), not after it

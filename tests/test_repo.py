@@ -20,5 +20,6 @@ def test_the_package_is_pipeline_and_the_command_distil():
     assert project["project"]["scripts"]["distil"] == "pipeline.cli:main"
     # every package on disk is listed (a new sub-package must not be left out of the wheel), plus the shipped configs
     on_disk = sorted(".".join(p.parent.relative_to(REPO_ROOT).parts) for p in (REPO_ROOT / "pipeline").rglob("__init__.py"))
-    assert sorted(project["tool"]["setuptools"]["packages"]) == sorted([*on_disk, "pipeline.configs"])
+    configs = ["pipeline.configs", *(f"pipeline.configs.{d.name}" for d in (REPO_ROOT / "configs").iterdir() if d.is_dir())]
+    assert sorted(project["tool"]["setuptools"]["packages"]) == sorted([*on_disk, *configs])
     assert project["tool"]["setuptools"]["package-dir"] == {"pipeline.configs": "configs"}

@@ -27,7 +27,8 @@ from ..registry import Registry
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-LABELLED = re.compile(r"^(-?\d+)_(\d+)$")
+LABELLED = re.compile(r"^(-?[0-9]+)_([0-9]+)$")  # ASCII digits only (str.isdigit and \d accept e.g. Arabic-Indic)
+MAX_LABEL = 999_999  # a label read from a file name above this is a typo, not a class (and would overflow int64)
 ALIASES = {
     "train": ("training", "train"),
     "val": ("validation", "valid", "val"),
@@ -173,7 +174,11 @@ def _hw13_labelled(folder: Path, name: str) -> Split:
                 f"{f}: cannot read a label from the name; HW13 layout expects <label>_<n>.jpg (e.g. 3_123.jpg). "
                 "For class folders use data.layout: imagefolder"
             )
-        labels.append(int(m.group(1)))
+        label = int(m.group(1))
+        if label > MAX_LABEL:
+            raise LayoutError(f"{f}: label {m.group(1)[:20]} is not a class number (at most {MAX_LABEL}); HW13 labels "
+                              "count from 0 (e.g. 3_123.jpg): rename the file")
+        labels.append(label)
     ids = _check_unique_ids(files)
     return Split(name, files, np.asarray(labels, dtype=np.int64), ids)
 
@@ -221,7 +226,15 @@ def _discover_hw13(root: Path) -> DataLayout:
     if names:
         num_classes, src = len(names), f"{root / 'classes.txt'} lists {len(names)} classes"
     else:
-        num_classes = int(train.labels.max()) + 1  # type: ignore[union-attr]
+        present = np.unique(train.labels)  # type: ignore[arg-type]
+        num_classes = int(present[-1]) + 1
+        if num_classes > len(present) and present[0] >= 0:  # a gap: name it (and the file) before listing classes
+            missing = int(np.flatnonzero(present != np.arange(len(present)))[0])
+            f = train.files[int(np.argmax(train.labels))]  # type: ignore[arg-type]
+            raise LayoutError(
+                f"{tr}: class {missing} (no file named {missing}_<n>.jpg) has no training images; without "
+                f"classes.txt the classes are 0..max label, and {f.name} has label {num_classes - 1} while only "
+                f"{len(present)} distinct labels are present: rename it, or list the classes in classes.txt")
         names, src = [str(i) for i in range(num_classes)], "classes are 0..max training label"
     for s in (train, val):
         if s is not None:

@@ -32,11 +32,14 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     train, val = pixels(cfg, layout, "train"), pixels(cfg, layout, "val")
     images = distill_set(cfg, layout, train, cfg.cache.unlabeled)
     specs = teacher_specs(cfg, build=True)
+    rd.require(*cfg.teacher_dirs, today={"train images": train.key, "validation images": val.key})
     out = rd.stage("cache")
+    provenance = {"kind": "cache", "upstream": cfg.teacher_dirs,
+                  "inputs": {"train images": images.pixel_key, "unlabelled images": images.unlabeled_key}}
     writer = teacher_cache.plan(cfg, out, images, specs, rd.teacher_command(), distributed.rank(), distributed.world())
     if not rd.force and writer.is_built():
         return rd.finish(out, None, {"reused": True, "folder": rd.relative(out), "wall_s": round(time.time() - t0, 1)},
-                         trained=False)
+                         trained=False, **provenance)
     if distributed.is_main():
         writer.invalidate()
     distributed.barrier()
@@ -76,6 +79,6 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
             extra["ensemble"] = [r.meta["arch"] for r in runners]
         writer.finish(val_logits, images.files, extra)
     result["wall_s"] = round(time.time() - t0, 1)
-    rd.finish(out, "cache", result)
+    rd.finish(out, "cache", result, **provenance)
     distributed.barrier()
     return result

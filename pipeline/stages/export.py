@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import STAGES
-from ..atomic import write_json
+from ..atomic import sha256_file, write_json
 from ..config import Config
 from ..data import open_data, pixels
 from ..data.datasets import Normalize, PlainImages, loader
@@ -22,8 +22,10 @@ from ..rundir import RunDir
 def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     t0 = time.time()
     folder = cfg.run_dir / cfg.student.dir
-    model, meta = load_student(folder, cfg.student.budget, f"run it first: {rd.command('student')}")
     layout = open_data(cfg)
+    rd.require(folder, today={"train images": pixels(cfg, layout, "train").key})
+    folder = rd.stage(cfg.student.dir, save_config=False)  # the student's lock: no retraining while exporting
+    model, meta = load_student(folder, cfg.student.budget, f"run it first: {rd.command('student')}")
     val = pixels(cfg, layout, "val")
     norm = Normalize(meta["mean"], meta["std"])
     size = meta["img_size"]
@@ -42,7 +44,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     result = {"onnx": rd.relative(onnx_path), "max_abs_diff": max_diff, "val_images_checked": min(256, len(x)),
               "val_acc_torch": torch_acc, "val_acc_onnx": ort_acc(onnx_path), "int8": rd.relative(int8),
               "val_acc_int8": ort_acc(int8), "bytes_fp32": onnx_path.stat().st_size, "bytes_int8": int8.stat().st_size,
-              "wall_s": round(time.time() - t0, 1)}
+              "wall_s": round(time.time() - t0, 1), "student_sha256": sha256_file(folder / "student.safetensors")}
     write_json(folder / "export.json", result)
     rd.update_summary("export", result)
     return result

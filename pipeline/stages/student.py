@@ -44,6 +44,9 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     dev = device()
     # unlabelled images carry only teacher targets: a student without teacher terms trains on the labelled ones
     images = distill_set(cfg, layout, train, cfg.cache.unlabeled and uses_teacher)
+    if uses_teacher:  # the teacher (and the cache) it reads: finished, not being written, current
+        rd.require(*cfg.teacher_dirs, *([cfg.run_dir / "cache"] if sc.teacher_mode == "cached" else []),
+                   today={"train images": train.key, "validation images": val.key})
     # every teacher output the terms read, from the cache or the teacher run online: one object
     teacher = open_teacher(cfg, teacher_specs(cfg, terms) if uses_teacher else [], images, dev, rd.teacher_command(),
                            rd.command("cache"))
@@ -86,4 +89,6 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
               "epochs": len(history), "precision": precision.name,
               "train_s": round(sum(h["epoch_s"] for h in history), 1), "wall_s": round(time.time() - t0, 1),
               "artifact": rd.relative(out / "student.safetensors")}
-    return rd.finish(out, "student" if sc.dir == "student" else f"student:{sc.dir}", result, trained=engine.epochs_run > 0)
+    upstream = ([cfg.run_dir / "cache"] if sc.teacher_mode == "cached" else cfg.teacher_dirs) if uses_teacher else []
+    return rd.finish(out, "student" if sc.dir == "student" else f"student:{sc.dir}", result, trained=engine.epochs_run > 0,
+                     kind="student", inputs=inputs, upstream=upstream)

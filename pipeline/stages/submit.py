@@ -38,6 +38,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
                  layout.root, result["student"], how)
         rd.update_summary("submit", result)
         return result
+    rd.require(cfg.run_dir / cfg.student.dir, today={"train images": pixels(cfg, layout, "train").key})
     dev = device()
     model, meta = load_student(cfg.run_dir / cfg.student.dir, cfg.student.budget, f"run it first: {rd.command('student')}")
     test = pixels(cfg, layout, "test")

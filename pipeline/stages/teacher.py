@@ -72,7 +72,8 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
               "epochs": len(history), "precision": precision.name,
               "train_s": round(sum(h["epoch_s"] for h in history), 1), "wall_s": round(time.time() - t0, 1),
               "artifact": rd.relative(out / "teacher.safetensors")}
-    return rd.finish(out, "teacher", result, trained=engine.epochs_run > 0)
+    return rd.finish(out, "teacher", result, trained=engine.epochs_run > 0, kind="teacher",
+                     inputs={"train images": train.key, "validation images": val.key})
 
 
 def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any, meta: dict[str, Any],
@@ -90,4 +91,4 @@ def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any
               "epochs": 0,
               "weights": cfg.teacher.weights, "precision": precision.name, "train_s": 0.0,
               "wall_s": round(time.time() - t0, 1), "artifact": rd.relative(out / "teacher.safetensors")}
-    return rd.finish(out, "teacher", result)
+    return rd.finish(out, "teacher", result, kind="teacher", inputs={"validation images": val.key})

@@ -1,0 +1,71 @@
+"""Bounded inputs (issue 27, hole 9 and 10 and the weak rows): a small file cannot make the loader build
+something huge, and no message echoes a huge value."""
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+
+
+def _alias_bomb(levels: int, width: int = 9) -> str:
+    """``&l1 [*l0, *l0, ...]`` nested ``levels`` deep: a few hundred bytes that expand to width**levels items."""
+    lines = ["l0: &l0 [" + ", ".join(["x"] * width) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]" for i in range(1, levels)]
+    lines.append(f"teacher: {{epochs: *l{levels - 1}}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_nested_aliases_are_refused_in_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(8))  # 9**8 = 43 million items once expanded
+    assert path.stat().st_size < 600
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert str(path) in msg and "alias" in msg
+    assert len(msg) < 500 and msg.count("\n") == 0
+
+
+def test_a_few_aliases_still_load(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("data: {root: somewhere}\nteacher: {epochs: &e 3, batch_size: 4}\nstudent: {epochs: *e}\n")
+    cfg = load_config(path)
+    assert cfg.teacher.epochs == cfg.student.epochs == 3
+
+
+def test_a_huge_bad_value_is_quoted_short(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text("data: {root: x}\nteacher: {epochs: [" + ", ".join(["1"] * 20_000) + "]}\n"
+                    "student: {augment: " + "z" * 50_000 + "}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert "teacher.epochs" in msg and "student.augment" in msg
+    assert len(msg) < 2_000
+
+
+def test_a_huge_label_in_a_file_name_is_refused_naming_the_file(hw13):
+    from pipeline.data import LayoutError, discover
+
+    (hw13 / "training" / "3000000000_1.jpg").write_bytes((hw13 / "training" / "0_0.jpg").read_bytes())
+    with pytest.raises(LayoutError, match=r"3000000000_1\.jpg: label 3000000000 .*rename") as e:
+        discover(hw13)
+    assert len(str(e.value)) < 400
+
+
+def test_a_gap_in_labels_names_the_file_with_the_largest_label(hw13):
+    from pipeline.data import LayoutError, discover
+
+    (hw13 / "training" / "50000_1.jpg").write_bytes((hw13 / "training" / "0_0.jpg").read_bytes())
+    with pytest.raises(LayoutError, match=r"class 3 .*has no training images.*50000_1\.jpg has label 50000.*"
+                                          r"only 4 distinct labels"):
+        discover(hw13)
+
+
+@pytest.mark.parametrize("stem", ["\u0661_5", "\u0662_5", "1_\u0665", "\uff11_5"])  # Arabic-Indic 1/2/5, full-width 1
+def test_only_ascii_digits_are_labels(hw13, stem):
+    from pipeline.data import LayoutError, discover
+
+    (hw13 / "training" / f"{stem}.jpg").write_bytes((hw13 / "training" / "0_0.jpg").read_bytes())
+    with pytest.raises(LayoutError, match="cannot read a label"):
+        discover(hw13)
