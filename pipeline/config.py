@@ -65,8 +65,8 @@ class TrainConfig(_Strict):
     warmup_epochs: float = Field(0.0, ge=0, le=MAX_EPOCHS, description="Linear warm-up of the learning rate, in epochs (fractions allowed)")
     img_size: int = Field(64, ge=8, le=1024, description="Side of the square input the model sees")
     amp: Amp = Field(
-        "auto", description="auto: float16 + GradScaler on CUDA, bfloat16 on CPUs with native bf16, else float32; "
-        "off (or no, false, fp32): float32")
+        "auto", description="auto: float16 + GradScaler on CUDA; on a CPU with native bf16, bfloat16 for the teacher "
+        "and its cache but float32 for the student (docs/precision.md); else float32. off (or no, false, fp32): float32")
     channels_last: bool = False
     compile: bool = Field(False, description="torch.compile the trainable module")
     sync_bn: bool = Field(False, description="SyncBatchNorm across processes (several GPUs)")
