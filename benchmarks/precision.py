@@ -3,7 +3,7 @@ logits, and to a student trained on each cache in each precision (several seeds)
 (pipeline/precision.py, docs/precision.md).
 
     python benchmarks/precision.py [--config configs/demo.yaml] [--seeds 0 1]
-                                   [--limit 400] [--views 1] [--epochs 4]
+                                   [--limit 800] [--views 1] [--epochs 5] [--batch-size 32]
 
 The config's teacher is trained once (reused when done); for each seed the cache is built twice, ``teacher.amp=off``
 and ``teacher.amp=bf16`` (run ``prec-<config>-s<seed>-<p>``, ``teacher_from`` the config's run), and a student is trained on each cache with ``student.amp=off`` and ``bf16``.
@@ -50,6 +50,7 @@ def write_config(base: dict[str, Any], name: str, teacher_run: str, seed: int, a
     raw["data"]["limit_per_split"] = args.limit
     raw["cache"]["views"] = args.views
     raw["student"]["epochs"] = args.epochs
+    raw["student"]["batch_size"] = args.batch_size
     raw["student"]["warmup_epochs"] = min(float(raw["student"].get("warmup_epochs", 0)), 1.0)
     path = ROOT / "runs" / "precision-bench" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,9 +63,10 @@ def main() -> None:
     ap.add_argument("--config", default="configs/demo.yaml")
     ap.add_argument("--prefix", default="prec", help="the runs are runs/<prefix>-<config>-s<seed>-<fp32|bf16>")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--limit", type=int, default=400, help="data.limit_per_split of the cache and student runs")
+    ap.add_argument("--limit", type=int, default=800, help="data.limit_per_split of the cache and student runs")
     ap.add_argument("--views", type=int, default=1, help="cache.views")
-    ap.add_argument("--epochs", type=int, default=4, help="student epochs")
+    ap.add_argument("--epochs", type=int, default=5, help="student epochs")
+    ap.add_argument("--batch-size", type=int, default=32, help="student batch size")
     args = ap.parse_args()
     forced = os.environ.pop(CPU_BF16_ENV, None)  # the table says what this CPU is, not what a test forces
     native = cpu_has_native_bf16()
@@ -110,7 +112,7 @@ def main() -> None:
     speed = ("bf16 is native on this CPU: the times compare" if native else
              "bf16 is EMULATED on this CPU (no avx512_bf16/AMX): wall times are a record only, not a speed ratio")
     scope = (f"{args.config}, teacher from runs/{teacher_run} (float32), data.limit_per_split={args.limit}, "
-             f"cache.views={args.views}, student.epochs={args.epochs}, seeds {args.seeds}")
+             f"cache.views={args.views}, student.epochs={args.epochs}, student.batch_size={args.batch_size}, seeds {args.seeds}")
     md = "\n\n".join([
         f"# float32 vs bf16 ({scope})", f"CPU: {cpu}, {os.cpu_count()} cores; {speed}.",
         "## Teacher inference and cached logits (per seed; agreement of the bf16 cache with the float32 one)",

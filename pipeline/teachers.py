@@ -42,6 +42,12 @@ class TeacherRunner:
                  precision: Optional[Precision] = None, channels_last: bool = False, backend: str = "torch"):
         self.folder, self.specs, self.dev = folder, list(specs), dev
         self.model, self.meta = load_teacher(folder, how)
+        bad = [n for n, t in self.model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:  # its outputs would be NaN: the student would blame its own learning rate
+            from .models.teacher import TeacherError
+
+            raise TeacherError(f"{folder}/teacher.safetensors has non-finite weights (NaN or inf in {len(bad)} tensors, "
+                               f"e.g. {bad[0][:80]}); retrain it: {how}")
         self.model.to(dev)
         self.norm = Normalize(self.meta["mean"], self.meta["std"]).to(dev)
         self.size = int(self.meta["img_size"])

@@ -69,3 +69,20 @@ def test_only_ascii_digits_are_labels(hw13, stem):
     (hw13 / "training" / f"{stem}.jpg").write_bytes((hw13 / "training" / "0_0.jpg").read_bytes())
     with pytest.raises(LayoutError, match="cannot read a label"):
         discover(hw13)
+
+
+@pytest.mark.parametrize("text,key", [
+    ("teacher: {epochs: 1000000000000000000000}", "teacher.epochs"),
+    ("student: {epochs: 1000000}", "student.epochs"),
+    ("student: {batch_size: 100000000}", "student.batch_size"),
+    ("cache: {batch_size: 100000000}", "cache.batch_size"),
+    ("teacher: {warmup_epochs: 1.0e+30}", "teacher.warmup_epochs"),
+    ("seed: 1099511627776", "seed"),
+    ("cache: {views: 100000}", "cache.views"),
+])
+def test_numbers_have_sane_upper_bounds(tmp_path, text, key):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {root: x}\n" + text + "\n")
+    with pytest.raises(ConfigError, match=rf"{key}: .*less than or equal to") as e:
+        load_config(path)
+    assert str(path) in str(e.value)
