@@ -147,15 +147,17 @@ class RunDir:
     def update_summary(self, section: str, values: Any) -> dict[str, Any]:
         """Merge ``{section: values}`` into ``summary.json`` (atomically)."""
         p = self.root / "summary.json"
-        data: dict[str, Any] = {}
-        if p.is_file():
-            try:
-                data = json.loads(p.read_text())
-            except ValueError:
-                data = {}
-        data[section] = values
-        data["name"] = self.cfg.name
-        write_json(p, data)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with held(self.root / ".summary.lock", f"{self.relative(p)}"):  # read-modify-write: one process at a time
+            data: dict[str, Any] = {}
+            if p.is_file():
+                try:
+                    data = json.loads(p.read_text())
+                except ValueError:
+                    data = {}
+            data[section] = values
+            data["name"] = self.cfg.name
+            write_json(p, data)
         return data
 
     def summary(self) -> dict[str, Any]:
