@@ -24,7 +24,9 @@ def _read(run: str) -> tuple[Optional[dict[str, Any]], str]:
         t, c, st = s.get("teacher", {}), s.get("cache", {}), s.get("student", {})
         if not all(isinstance(x, dict) for x in (t, c, st)):
             raise TypeError("teacher, cache and student must be mappings")
-        float(t.get("val_acc", float("nan"))), float(st.get("val_acc", float("nan")))
+        for sec, x in (("teacher", t), ("student", st)):  # numbers, not text that float() would also read
+            if not isinstance(x.get("val_acc", 0.0), (int, float)):
+                raise TypeError(f"{sec}.val_acc is {str(x.get('val_acc'))[:40]!r}, not a number")
         interval_of(st)
     except (ValueError, AttributeError, TypeError, OSError) as exc:
         logging.getLogger(__name__).warning("skipping %s: malformed summary.json (%s)", p, exc)

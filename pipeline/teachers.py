@@ -42,6 +42,12 @@ class TeacherRunner:
                  precision: Optional[Precision] = None, channels_last: bool = False, backend: str = "torch"):
         self.folder, self.specs, self.dev = folder, list(specs), dev
         self.model, self.meta = load_teacher(folder, how)
+        bad = [n for n, t in self.model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:  # its outputs would be NaN: the student would blame its own learning rate
+            from .models.teacher import TeacherError
+
+            raise TeacherError(f"{folder}/teacher.safetensors has non-finite weights (NaN or inf in {len(bad)} tensors, "
+                               f"e.g. {bad[0][:80]}); retrain it: {how}")
         self.model.to(dev)
         self.norm = Normalize(self.meta["mean"], self.meta["std"]).to(dev)
         self.size = int(self.meta["img_size"])
@@ -186,11 +192,12 @@ def open_teacher(cfg: Any, specs: list[FieldSpec], images: Any, dev: torch.devic
     trains the teacher (for messages)."""
     if not specs:
         return NoTeacher(*teacher_cache.recorded_views(cfg, len(images)))
-    key = teacher_cache.teachers_sha256(cfg)
+    # the teacher's files are checked (a missing teacher names `teacher_cmd`) before they are hashed
     if cfg.student.teacher_mode == "online":
         runner = TeacherRunner(cfg.teacher_dir, specs, f"run the teacher stage: {teacher_cmd}", dev,
                                channels_last=cfg.student.channels_last)
-        return OnlineTeacher(runner, *teacher_cache.recorded_views(cfg, len(images)), key=key)
+        return OnlineTeacher(runner, *teacher_cache.recorded_views(cfg, len(images)),
+                             key=teacher_cache.teachers_sha256(cfg))
     expected = teacher_cache.expected_key(cfg, images.pixel_key, images.unlabeled_key, teacher_cmd)
     cache = teacher_cache.load_cache(cfg.run_dir / "cache", expected, specs, cache_cmd)
-    return CachedTeacher(cache, specs, key)
+    return CachedTeacher(cache, specs, teacher_cache.teachers_sha256(cfg))

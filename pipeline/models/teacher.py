@@ -10,6 +10,7 @@ import glob
 import importlib.util
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -75,13 +76,33 @@ def build_model(name: str, num_classes: int, drop_rate: float = 0.0, img_size: O
     return timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate, **kwargs)
 
 
+def _unpickling(exc: BaseException) -> bool:
+    """``exc`` is torch's refusal of a pickle that holds more than tensors (raised as either type)."""
+    return isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc)
+
+
+def _not_tensors(path: Any, exc: BaseException) -> str:
+    return (f"teacher.weights {path} is not a file of tensors only (a pickle with other objects cannot be loaded "
+            f"safely); save model.state_dict() with torch.save or safetensors")
+
+
+def torch_load(path: Path) -> Any:
+    """``torch.load`` of tensors only (no code runs); a pickle of anything else is a ``TeacherError``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        if not _unpickling(exc):
+            raise
+        raise TeacherError(_not_tensors(path, exc)) from None
+
+
 def read_state(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` or a ``.pth``/``.pt`` state dict (``weights_only``: no code runs)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch_load(path)
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
@@ -112,8 +133,13 @@ def _from_file(name: str, num_classes: int, weights: Optional[str], drop_rate: f
     if not weights or not Path(weights).is_file():
         raise TeacherError(f"teacher.weights file {weights!r} not found; give the path of a .pth or .safetensors")
     if not is_zoo(name):
-        return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate,
-                                 pretrained_cfg_overlay={"file": str(weights)}, **arch.get("kwargs", {}))
+        try:
+            return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate,
+                                     pretrained_cfg_overlay={"file": str(weights)}, **arch.get("kwargs", {}))
+        except (pickle.UnpicklingError, RuntimeError) as exc:
+            if not _unpickling(exc):
+                raise
+            raise TeacherError(_not_tensors(weights, exc)) from None
     model = build_model(name, num_classes, drop_rate, **arch)
     try:
         model.load_state_dict(read_state(Path(weights)))
