@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from . import distributed, provenance
-from .atomic import write_json
+from .atomic import remove_stale_temps, write_json
 from .config import Config
 from .confidence import accuracy_interval
 from .locks import held
@@ -73,6 +73,7 @@ class RunDir:
             if str(lock) not in self._held:
                 self._locks.enter_context(held(lock, f"{self.relative(d)}"))
                 self._held.add(str(lock))
+            remove_stale_temps(d)  # ours now (locked): what a killed or disk-full write left, before writing anything
             if save_config:
                 self.cfg.save(d / "config.yaml")
         return d

@@ -192,11 +192,12 @@ def open_teacher(cfg: Any, specs: list[FieldSpec], images: Any, dev: torch.devic
     trains the teacher (for messages)."""
     if not specs:
         return NoTeacher(*teacher_cache.recorded_views(cfg, len(images)))
-    key = teacher_cache.teachers_sha256(cfg)
+    # the teacher's files are checked (a missing teacher names `teacher_cmd`) before they are hashed
     if cfg.student.teacher_mode == "online":
         runner = TeacherRunner(cfg.teacher_dir, specs, f"run the teacher stage: {teacher_cmd}", dev,
                                channels_last=cfg.student.channels_last)
-        return OnlineTeacher(runner, *teacher_cache.recorded_views(cfg, len(images)), key=key)
+        return OnlineTeacher(runner, *teacher_cache.recorded_views(cfg, len(images)),
+                             key=teacher_cache.teachers_sha256(cfg))
     expected = teacher_cache.expected_key(cfg, images.pixel_key, images.unlabeled_key, teacher_cmd)
     cache = teacher_cache.load_cache(cfg.run_dir / "cache", expected, specs, cache_cmd)
-    return CachedTeacher(cache, specs, key)
+    return CachedTeacher(cache, specs, teacher_cache.teachers_sha256(cfg))

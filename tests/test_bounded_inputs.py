@@ -86,3 +86,46 @@ def test_numbers_have_sane_upper_bounds(tmp_path, text, key):
     with pytest.raises(ConfigError, match=rf"{key}: .*less than or equal to") as e:
         load_config(path)
     assert str(path) in str(e.value)
+
+
+def test_cache_checks_the_sum_of_its_arrays_before_creating_any(tmp_path, monkeypatch):
+    """Hole 6: each array fits the free space alone, all of them do not: refused before any file is made."""
+    import shutil
+
+    import numpy as np
+
+    from pipeline import atomic
+    from pipeline.atomic import DiskFullError
+    from pipeline.fields import FieldSpec
+    from pipeline.teacher_cache import CacheWriter
+
+    specs = [FieldSpec("logits"), FieldSpec("feat"), FieldSpec("map", layer=-1)]
+    shapes = dict(zip([s.name for s in specs], [(11,), (64,), (4, 2, 2)]))
+    writer = CacheWriter(tmp_path / "cache", {}, specs, np.zeros((10, 64, 5), np.float32), None)
+    sizes = [10 * 64 * int(np.prod(shapes[s.name])) * np.dtype(s.storage).itemsize for s in specs]
+    free = max(sizes) * 1.5  # > each, < their sum
+    assert free < sum(sizes)
+    real = shutil.disk_usage
+    monkeypatch.setattr(atomic.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=int(free)))
+    with pytest.raises(DiskFullError, match=r"no space left on .*cache.*the cache's arrays \(logits .*feat .*map@-1"):
+        with writer.arrays(shapes):
+            pass
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_rerun_removes_stale_temps_before_writing_its_config(tmp_path, hw13):
+    """Hole 6: a killed (or disk-full) cache build's hidden temps go when the stage folder is taken, before
+    config.yaml is written (which the full disk would refuse)."""
+    from pipeline.rundir import RunDir
+    from tests.conftest import tiny_config
+
+    cfg = load_config(tiny_config(tmp_path, hw13))
+    folder = cfg.run_dir / "cache"
+    folder.mkdir(parents=True)
+    stale = [folder / ".feat.npy.abc123.tmp", folder / ".map.npy.def456.tmp"]
+    for p in stale:
+        p.write_bytes(b"\0" * 1000)
+    with RunDir(cfg) as rd:
+        assert rd.stage("cache") == folder
+        assert not any(p.exists() for p in stale) and (folder / "config.yaml").is_file()

@@ -66,3 +66,13 @@ def test_predict_bad_input_is_one_line(built, tmp_path, capsys, monkeypatch):
         assert main(["predict", *args]) == 2, args
         err = capsys.readouterr().err
         assert err.startswith("error: ") and match in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("mode", ["cached", "online"])
+def test_the_student_before_the_teacher_says_to_train_the_teacher(tmp_path, capsys, mode):
+    cfg = tiny_config(tmp_path, make_photos(tmp_path / "photos", counts=(4, 4)), student={"teacher_mode": mode})
+    assert main(["student", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    # one line naming the teacher and the command that makes it (the provenance check, or open_teacher's own)
+    assert err.startswith("error: ") and "teacher" in err and "--config" in err and len(err.splitlines()) == 1, err
+    assert "Errno" not in err
