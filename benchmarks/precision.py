@@ -67,7 +67,14 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=1, help="cache.views")
     ap.add_argument("--epochs", type=int, default=5, help="student epochs")
     ap.add_argument("--batch-size", type=int, default=32, help="student batch size")
+    ap.add_argument("--cells", nargs="+", default=["fp32/fp32", "fp32/bf16", "bf16/fp32", "bf16/bf16"],
+                    help="cache/student precisions to train, in order (fp32 or bf16 each)")
+    ap.add_argument("--train", nargs="*", default=None, help="train only these cells (another process trains the "
+                    "rest; every process's report reads all finished students)")
+    ap.add_argument("--report-only", action="store_true", help="train nothing; write the tables from finished runs")
     args = ap.parse_args()
+    args.cells = [tuple(c.split("/")) for c in args.cells]
+    args.train = [tuple(c.split("/")) for c in args.train] if args.train else None
     forced = os.environ.pop(CPU_BF16_ENV, None)  # the table says what this CPU is, not what a test forces
     native = cpu_has_native_bf16()
     if forced is not None:
@@ -77,51 +84,71 @@ def main() -> None:
     teacher_run = stem = cfg_path.stem
     t0 = time.time()
     teacher = run_stage("teacher", str(cfg_path))  # float32 (the config's amp on this CPU); reused when done
-    caches, students = [], []
-    for seed in args.seeds:
-        logits: dict[str, np.ndarray] = {}
-        for cp, amp in PRECISIONS.items():
-            name = f"{args.prefix}-{stem}-s{seed}-{cp}"
-            path = write_config(base, name, teacher_run, seed, args)
-            s = run_stage("cache", path, [f"teacher.amp={amp}"])
-            logits[cp] = np.load(ROOT / "runs" / name / "cache" / "logits.npy")
-            caches.append({"seed": seed, "cache": cp, "teacher_val_acc": s["teacher_val_acc"],
-                           "precision": s["precision"], "wall_s": s.get("wall_s")})
-            for sp, samp in PRECISIONS.items():
-                r = run_stage("student", path, [f"teacher.amp={amp}", f"student.amp={samp}", f"student.dir=student-{sp}"])
-                students.append({"seed": seed, "cache": cp, "student": sp, "val_acc": r["val_acc"],
-                                 "precision": r.get("precision"), "train_s": r.get("train_s"),
-                                 "epoch_s": round(r["train_s"] / args.epochs, 2) if r.get("train_s") else None})
-                print(json.dumps(students[-1]), flush=True)
-        caches[-1].update(agreement(logits["fp32"], logits["bf16"]))
-    cells = []
-    for cp in PRECISIONS:
-        for sp in PRECISIONS:
-            accs = [s["val_acc"] for s in students if s["cache"] == cp and s["student"] == sp]
-            times = [s["epoch_s"] for s in students if s["cache"] == cp and s["student"] == sp and s["epoch_s"]]
-            cells.append({"cache": cp, "student": sp, "val_acc_mean": round(statistics.mean(accs), 4),
-                          "val_acc": " / ".join(f"{a:.4f}" for a in accs),
-                          "epoch_s_median": statistics.median(times) if times else ""})
-    tv = [{"teacher inference": cp, "teacher_val_acc": " / ".join(f"{c['teacher_val_acc']:.4f}" for c in caches
-                                                                 if c["cache"] == cp),
-           "argmax_agreement": " / ".join(f"{c['argmax_agreement']:.4f}" for c in caches if "argmax_agreement" in c)
-           if cp == "bf16" else "1 (reference)",
-           "kl_to_fp32": " / ".join(f"{c['kl_to_fp32']:.2e}" for c in caches if "kl_to_fp32" in c) if cp == "bf16" else "0",
-           "cache_wall_s": " / ".join(str(c["wall_s"]) for c in caches if c["cache"] == cp)} for cp in PRECISIONS]
+    caches: list[dict[str, Any]] = []
+    students: list[dict[str, Any]] = []
+    paths: dict[tuple[int, str], str] = {}
     cpu = platform.processor() or platform.machine()
     speed = ("bf16 is native on this CPU: the times compare" if native else
              "bf16 is EMULATED on this CPU (no avx512_bf16/AMX): wall times are a record only, not a speed ratio")
     scope = (f"{args.config}, teacher from runs/{teacher_run} (float32), data.limit_per_split={args.limit}, "
-             f"cache.views={args.views}, student.epochs={args.epochs}, student.batch_size={args.batch_size}, seeds {args.seeds}")
-    md = "\n\n".join([
-        f"# float32 vs bf16 ({scope})", f"CPU: {cpu}, {os.cpu_count()} cores; {speed}.",
-        "## Teacher inference and cached logits (per seed; agreement of the bf16 cache with the float32 one)",
-        table(tv, list(tv[0])),
-        "## Student validation accuracy (per seed, then mean) by cache precision x student precision",
-        table(cells, ["cache", "student", "val_acc", "val_acc_mean", "epoch_s_median"])])
-    save("precision", {"scope": scope, "cpu": cpu, "native_bf16": native, "seeds": args.seeds,
-                       "teacher": teacher, "caches": caches, "students": students, "cells": cells,
-                       "wall_s": round(time.time() - t0, 1)}, md)
+             f"cache.views={args.views}, student.epochs={args.epochs}, student.batch_size={args.batch_size}, "
+             f"seeds {args.seeds}")
+
+    def report(done: bool) -> None:
+        """Write the tables so far (rewritten after every run, so an interrupted benchmark keeps what it measured)."""
+        students.clear()  # every finished student of these runs, whichever process trained it (--report-only)
+        for cp, sp in args.cells:
+            for seed in args.seeds:
+                f = ROOT / "runs" / f"{args.prefix}-{stem}-s{seed}-{cp}" / f"student-{sp}" / "done.json"
+                if f.is_file():
+                    r = json.loads(f.read_text())
+                    students.append({"seed": seed, "cache": cp, "student": sp, "val_acc": r["val_acc"],
+                                     "precision": r.get("precision"), "train_s": r.get("train_s"),
+                                     "epoch_s": round(r["train_s"] / r["epochs"], 2) if r.get("train_s") else ""})
+        cells = []
+        for cp, sp in args.cells:
+            rows = [s for s in students if s["cache"] == cp and s["student"] == sp]
+            if rows:
+                cells.append({"cache": cp, "student": sp, "val_acc": " / ".join(f"{s['val_acc']:.4f}" for s in rows),
+                              "val_acc_mean": round(statistics.mean(s["val_acc"] for s in rows), 4),
+                              "seeds": " ".join(str(s["seed"]) for s in rows),
+                              "epoch_s_median": statistics.median([s["epoch_s"] for s in rows if s["epoch_s"]] or [0])})
+        tv = [{"teacher inference": cp, "teacher_val_acc": " / ".join(f"{c['teacher_val_acc']:.4f}" for c in caches
+                                                                     if c["cache"] == cp),
+               "argmax_agreement": " / ".join(f"{c['argmax_agreement']:.4f}" for c in caches if "argmax_agreement" in c)
+               if cp == "bf16" else "1 (reference)",
+               "kl_to_fp32": " / ".join(f"{c['kl_to_fp32']:.2e}" for c in caches if "kl_to_fp32" in c)
+               if cp == "bf16" else "0",
+               "cache_wall_s": " / ".join(str(c["wall_s"]) for c in caches if c["cache"] == cp)} for cp in PRECISIONS]
+        md = "\n\n".join([
+            f"# float32 vs bf16 ({scope})" + ("" if done else " - INCOMPLETE (interrupted)"),
+            f"CPU: {cpu}, {os.cpu_count()} cores; {speed}.",
+            "## Teacher inference and cached logits (per seed; the bf16 cache against the float32 one)",
+            table(tv, list(tv[0])),
+            "## Student validation accuracy (best epoch; per seed, then mean) by cache precision x student precision",
+            table(cells, ["cache", "student", "val_acc", "val_acc_mean", "seeds", "epoch_s_median"])])
+        save("precision", {"scope": scope, "cpu": cpu, "native_bf16": native, "seeds": args.seeds, "complete": done,
+                           "teacher": teacher, "caches": caches, "students": students, "cells": cells,
+                           "wall_s": round(time.time() - t0, 1)}, md)
+
+    for seed in args.seeds:  # the caches first (cheap), then the students cell by cell, both seeds each
+        logits: dict[str, np.ndarray] = {}
+        for cp, amp in PRECISIONS.items():
+            name = f"{args.prefix}-{stem}-s{seed}-{cp}"
+            paths[seed, cp] = write_config(base, name, teacher_run, seed, args)
+            s = run_stage("cache", paths[seed, cp], [f"teacher.amp={amp}"])  # reused when done
+            logits[cp] = np.load(ROOT / "runs" / name / "cache" / "logits.npy")
+            caches.append({"seed": seed, "cache": cp, "teacher_val_acc": s["teacher_val_acc"],
+                           "precision": s["precision"], "wall_s": s.get("wall_s")})
+        caches[-1].update(agreement(logits["fp32"], logits["bf16"]))
+        report(False)
+    for cp, sp in [] if args.report_only else args.train or args.cells:
+        for seed in args.seeds:
+            r = run_stage("student", paths[seed, cp], [f"teacher.amp={PRECISIONS[cp]}", f"student.amp={PRECISIONS[sp]}",
+                                                       f"student.dir=student-{sp}"])
+            print(json.dumps({"seed": seed, "cache": cp, "student": sp, "val_acc": r["val_acc"]}), flush=True)
+            report(False)
+    report(len(students) == len(args.cells) * len(args.seeds))
 
 
 if __name__ == "__main__":

@@ -256,6 +256,12 @@ class CacheWriter:
         succeeds; ``item_shapes``: each spec's per-image shape (the runner's probe)."""
         n, k = self.views.shape[:2]
         self.shapes = {s.name: (n, k, *item_shapes[s.name]) for s in self.specs}
+        # all of them at once, before any is created: each alone may fit while together they fill the disk
+        # (a memmap on a full disk dies with a bus error, not an exception)
+        sizes = {s.name: len(self.rows) * k * int(np.prod(item_shapes[s.name])) * np.dtype(s.storage).itemsize
+                 for s in self.specs}
+        require_space(self.part, sum(sizes.values()), "the cache's arrays (" + ", ".join(
+            f"{name} {size / 2**20:,.0f} MB" for name, size in sizes.items()) + ")")
         with ExitStack() as stack:
             yield {s.name: stack.enter_context(write_array(self.part / f"{s.name}.npy", (len(self.rows), k, *item_shapes[s.name]),
                                                            s.storage)) for s in self.specs}

@@ -86,3 +86,74 @@ def test_numbers_have_sane_upper_bounds(tmp_path, text, key):
     with pytest.raises(ConfigError, match=rf"{key}: .*less than or equal to") as e:
         load_config(path)
     assert str(path) in str(e.value)
+
+
+def test_cache_checks_the_sum_of_its_arrays_before_creating_any(tmp_path, monkeypatch):
+    """Hole 6: each array fits the free space alone, all of them do not: refused before any file is made."""
+    import shutil
+
+    import numpy as np
+
+    from pipeline import atomic
+    from pipeline.atomic import DiskFullError
+    from pipeline.fields import FieldSpec
+    from pipeline.teacher_cache import CacheWriter
+
+    specs = [FieldSpec("logits"), FieldSpec("feat"), FieldSpec("map", layer=-1)]
+    shapes = dict(zip([s.name for s in specs], [(11,), (64,), (4, 2, 2)]))
+    writer = CacheWriter(tmp_path / "cache", {}, specs, np.zeros((10, 64, 5), np.float32), None)
+    sizes = [10 * 64 * int(np.prod(shapes[s.name])) * np.dtype(s.storage).itemsize for s in specs]
+    free = max(sizes) * 1.5  # > each, < their sum
+    assert free < sum(sizes)
+    real = shutil.disk_usage
+    monkeypatch.setattr(atomic.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=int(free)))
+    with pytest.raises(DiskFullError, match=r"no space left on .*cache.*the cache's arrays \(logits .*feat .*map@-1"):
+        with writer.arrays(shapes):
+            pass
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_rerun_removes_stale_temps_before_writing_its_config(tmp_path, hw13):
+    """Hole 6: a killed (or disk-full) cache build's hidden temps go when the stage folder is taken, before
+    config.yaml is written (which the full disk would refuse)."""
+    from pipeline.rundir import RunDir
+    from tests.conftest import tiny_config
+
+    cfg = load_config(tiny_config(tmp_path, hw13))
+    folder = cfg.run_dir / "cache"
+    folder.mkdir(parents=True)
+    stale = [folder / ".feat.npy.abc123.tmp", folder / ".map.npy.def456.tmp"]
+    for p in stale:
+        p.write_bytes(b"\0" * 1000)
+    with RunDir(cfg) as rd:
+        assert rd.stage("cache") == folder
+        assert not any(p.exists() for p in stale) and (folder / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("make,why", [
+    (lambda f: f.truncate(1 << 30), "more than an image may be"),  # a sparse 1 GiB "jpeg"
+    (lambda f: f.write(b"\0" * 4096), "not an image file"),
+])
+def test_a_file_is_refused_by_size_and_header_before_it_is_hashed(tmp_path, hw13, monkeypatch, make, why):
+    import importlib
+
+    from pipeline.data import open_data
+    from pipeline.data.pixels import BadImageError
+    from pipeline.data.sets import pixels
+    from tests.conftest import tiny_config
+
+    bad = hw13 / "training" / "0_99.jpg"
+    with open(bad, "wb") as fh:
+        make(fh)
+    pixel_module = importlib.import_module("pipeline.data.pixels")
+    real = pixel_module.sha256_file
+
+    def sha256_file(path, *a, **k):
+        assert Path(path) != bad, "the bad file was hashed whole"
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(pixel_module, "sha256_file", sha256_file)
+    cfg = load_config(tiny_config(tmp_path, hw13))
+    with pytest.raises(BadImageError, match=rf"0_99\.jpg: .*{why}"):
+        pixels(cfg, open_data(cfg), "train")
