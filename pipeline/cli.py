@@ -213,11 +213,15 @@ TOOLS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    setup_logging(getattr(args, "verbose", False))
-    tool = TOOLS.get(args.stage)
-    if tool is not None:
-        return tool(args)
+    try:  # start-up imports torch, timm and every stage: seconds in which Ctrl-C must not print a traceback
+        args = _parser().parse_args(argv)
+        setup_logging(getattr(args, "verbose", False))
+        tool = TOOLS.get(args.stage)
+        if tool is not None:
+            return tool(args)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C) while starting; nothing was written. Rerun the same command", file=sys.stderr)
+        return 130
     from .engine import Interrupted
 
     overrides = list(args.overrides) + (["submit.upload=true"] if getattr(args, "upload", False) else [])

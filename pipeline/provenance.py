@@ -100,19 +100,19 @@ def check_torn(folder: Path, rec: dict[str, Any]) -> Optional[str]:
     return None
 
 
-def require(runs: Path, folder: Path, today: Mapping[str, Optional[str]], command: Callable[[Path, str], str],
+def require(runs: Path, folder: Path, today: Mapping[str, Optional[str]], command: Callable[[Path, str, bool], str],
             own: Optional[Path] = None, _seen: Optional[set[str]] = None) -> dict[str, Any]:
     """Accept the stage folder ``folder`` (and, first, everything it was built from) or raise ``ProvenanceError``.
     ``today``: the content keys of the inputs as they are now (compared with what each record names, for stage
-    folders inside ``own``, this run's folder); ``command(folder, kind)``: the command that rebuilds from that
-    stage down. Returns the record."""
+    folders inside ``own``, this run's folder); ``command(folder, kind, False)``: the command that rebuilds from
+    that stage down (``True``: the command that runs that stage alone). Returns the record."""
     folder = Path(folder)
     seen = _seen if _seen is not None else set()
     where = _key(runs, folder)
     kind = folder.name
 
     def refuse(why: str, k: str = "") -> ProvenanceError:
-        return ProvenanceError(f"{where} {why}; rebuild from there down with: {command(folder, k or kind)}")
+        return ProvenanceError(f"{where} {why}; rebuild from there down with: {command(folder, k or kind, False)}")
 
     if being_written(folder):
         from .locks import holder
@@ -131,8 +131,8 @@ def require(runs: Path, folder: Path, today: Mapping[str, Optional[str]], comman
             seen.add(up)
             require(runs, Path(runs) / up, today, command, own, seen)
     torn = check_torn(folder, rec)
-    if torn:
-        raise refuse(torn, kind)
+    if torn:  # re-running the stage rewrites its model from last.pt, or refuses with its --force command
+        raise ProvenanceError(f"{where} {torn}; run the {kind} stage: {command(folder, kind, True)}")
     if own is None or _inside(folder, own):
         recorded = prov.get("inputs", {})
         changed = sorted(k for k, v in today.items() if v is not None and k in recorded and recorded[k] != v)

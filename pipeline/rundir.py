@@ -100,14 +100,15 @@ class RunDir:
         for f in folders:
             provenance.require(self.cfg.path(self.cfg.runs_dir), f, today or {}, self.rebuild_command, own=self.root)
 
-    def rebuild_command(self, folder: Path, kind: str) -> str:
-        """The one command that rebuilds the stage ``kind`` in ``folder`` and every stage after it."""
+    def rebuild_command(self, folder: Path, kind: str, alone: bool = False) -> str:
+        """The one command that rebuilds the stage ``kind`` in ``folder`` and every stage after it (``alone``:
+        the command that runs that stage again, as it is)."""
         from .stages import pipeline_order
 
-        start = f" --from {kind}" if kind in pipeline_order() else " --force"
+        what = kind if alone else f"all --from {kind}" if kind in pipeline_order() else "all --force"
         if Path(folder).resolve().parent == self.root.resolve():
-            return self.command(f"all{start}")
-        return f"{program()} all{start} --config configs/{Path(folder).parent.name}.yaml"
+            return self.command(what)
+        return f"{program()} {what} --config configs/{Path(folder).parent.name}.yaml"
 
     def finish(self, out: Path, section: Optional[str], result: dict[str, Any], trained: bool = True,
                kind: Optional[str] = None, inputs: Optional[dict[str, Optional[str]]] = None,

@@ -82,6 +82,10 @@ def read_sample(path: Optional[Path]) -> Optional[pd.DataFrame]:
         raise SubmissionError(f"{path}: sample submission header is {','.join(map(str, df.columns))!r}, expected "
                               "'Id,Category'; this is not an HW13-style sample submission (wrong file, or another "
                               "competition's format)")
+    dup = df["Id"][df["Id"].duplicated()]
+    if len(dup):
+        raise SubmissionError(f"{path}: sample submission repeats Id {str(dup.iloc[0])[:40]!r} ({len(dup)} repeated "
+                              "rows); every Id must appear once: fix or re-download the sample")
     return df
 
 

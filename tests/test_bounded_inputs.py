@@ -129,3 +129,31 @@ def test_a_rerun_removes_stale_temps_before_writing_its_config(tmp_path, hw13):
     with RunDir(cfg) as rd:
         assert rd.stage("cache") == folder
         assert not any(p.exists() for p in stale) and (folder / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("make,why", [
+    (lambda f: f.truncate(1 << 30), "more than an image may be"),  # a sparse 1 GiB "jpeg"
+    (lambda f: f.write(b"\0" * 4096), "not an image file"),
+])
+def test_a_file_is_refused_by_size_and_header_before_it_is_hashed(tmp_path, hw13, monkeypatch, make, why):
+    import importlib
+
+    from pipeline.data import open_data
+    from pipeline.data.pixels import BadImageError
+    from pipeline.data.sets import pixels
+    from tests.conftest import tiny_config
+
+    bad = hw13 / "training" / "0_99.jpg"
+    with open(bad, "wb") as fh:
+        make(fh)
+    pixel_module = importlib.import_module("pipeline.data.pixels")
+    real = pixel_module.sha256_file
+
+    def sha256_file(path, *a, **k):
+        assert Path(path) != bad, "the bad file was hashed whole"
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(pixel_module, "sha256_file", sha256_file)
+    cfg = load_config(tiny_config(tmp_path, hw13))
+    with pytest.raises(BadImageError, match=rf"0_99\.jpg: .*{why}"):
+        pixels(cfg, open_data(cfg), "train")

@@ -161,14 +161,17 @@ def test_compare_prints_a_table_of_runs(tmp_path, built, capsys):
     assert f"| [{lo:.4f}, {hi:.4f}] | best |" in out[2]
 
 
-def test_submit_without_evaluation_folder_is_explained(tmp_path, hw13, capsys):
+def test_submit_without_evaluation_folder_says_nothing_to_submit_and_how_to_predict(tmp_path, hw13, capsys):
     import shutil
 
     cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 1})
     assert main(["student", "--config", str(cfg)]) == 0
     shutil.rmtree(hw13 / "evaluation")
-    assert main(["submit", "--config", str(cfg)]) == 2
-    assert "no evaluation/ (or test/) folder" in capsys.readouterr().err
+    capsys.readouterr()
+    # nothing to submit is how a run on one's own photos ends (issue 24): exit 0, saying why and how to predict
+    assert main(["submit", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "no evaluation/ (or test/) folder" in out and "nothing to submit" in out and "predict IMAGES_OR_FOLDER" in out
 
 
 @pytest.mark.slow

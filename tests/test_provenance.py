@@ -94,7 +94,7 @@ def test_a_model_file_that_is_not_the_recorded_one_is_refused(built, capsys, sta
     assert run(built, reader) == 2
     err = capsys.readouterr().err
     assert f"tiny/{stage} its {stage}.safetensors is not the one its done.json records" in err
-    assert f"all --from {stage}" in err
+    assert f"run the {stage} stage:" in err and f"{stage} --config" in err
     assert run(built, stage) == 2  # not "reused"
     err = capsys.readouterr().err
     assert "not the one its done.json records" in err and f"{stage} --config" in err and "--force" in err

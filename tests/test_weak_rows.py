@@ -92,3 +92,26 @@ def test_a_non_finite_teacher_is_refused_at_the_cache(built, capsys):
     assert run(built, "cache", "--force") == 2
     line = one_line_error(capsys)
     assert "teacher.safetensors has non-finite weights" in line and "teacher" in line
+
+
+def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
+    import pipeline.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_parser", interrupted)
+    assert cli.main(["teacher"]) == 130
+    assert "interrupted (Ctrl-C) while starting" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("text,what", [("Id,Category\n0000,0\n0000,0\n", "repeats Id '0000'"),
+                                       ("Id,Category,\n0000,0,\n", "sample submission header"),
+                                       ("Id,Category\n0000,0\n".encode("utf-16"), "not a readable CSV")])
+def test_a_bad_sample_submission_is_refused_before_training(tmp_path, hw13, capsys, text, what):
+    sample = hw13 / "sample_submission.csv"
+    sample.write_bytes(text if isinstance(text, bytes) else text.encode())
+    cfg = tiny_config(tmp_path, hw13)
+    assert run(cfg, "teacher") == 2
+    assert what in one_line_error(capsys)
+    assert not (tmp_path / "runs" / "tiny" / "teacher" / "last.pt").exists()

@@ -37,8 +37,37 @@ class BadImageError(ValueError):
         )
 
 
+# a photo is a few MB; a file past this is not an image this pipeline should read (nor hash: a 20 GB sparse
+# ".jpg" took a minute to hash before its decode failed)
+MAX_IMAGE_BYTES = 512 * 2**20
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF87a", b"GIF89a",  # JPEG, PNG, BMP, GIF
+               b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF, BigTIFF (WebP: RIFF....WEBP, below)
+
+
+def image_problem(path: str | Path) -> Optional[str]:
+    """Why ``path`` cannot be an image, from its size and first bytes only (None: it may be one). Checked before
+    a file is hashed or decoded."""
+    try:
+        size = os.stat(path).st_size
+        if size == 0:
+            return "empty file"
+        if size > MAX_IMAGE_BYTES:
+            return (f"{size / 2**20:,.0f} MB, more than an image may be ({MAX_IMAGE_BYTES >> 20} MB); "
+                    "it is not read or hashed")
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return None
+    return f"not an image file (starts with {head[:8]!r}; JPEG, PNG, BMP, GIF, TIFF or WebP expected)"
+
+
 def _decode(args: tuple[str, int]) -> tuple[Optional[np.ndarray], str]:
     path, size = args
+    problem = image_problem(path)
+    if problem:
+        return None, problem
     try:
         return load_square(path, size), ""
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad image
@@ -48,7 +77,8 @@ def _decode(args: tuple[str, int]) -> tuple[Optional[np.ndarray], str]:
 def split_key(split: Split, size: int) -> str:
     """Hash of the split's files (last three path parts and content) and the size: moving or
     re-copying the data folder keeps the key; changing, adding or removing a file changes it."""
-    files = [("/".join(Path(f).parts[-3:]), sha256_file(f)) for f in split.files]
+    files = [("/".join(Path(f).parts[-3:]), f"unreadable: {why}" if (why := image_problem(f)) else sha256_file(f))
+             for f in split.files]  # a file that cannot be an image is not hashed (the decode then lists it)
     return sha256_json({"v": FORMAT_VERSION, "size": size, "files": files})
 
 

@@ -19,6 +19,7 @@ from ..models.teacher import TeacherError, create_teacher, teacher_norm
 from ..precision import resolve
 from ..predict import accuracy, predict_logits
 from ..rundir import RunDir
+from ..submission import read_sample
 from ..tasks import Classification
 
 
@@ -38,6 +39,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         result = {**json.loads(done.read_text()), "shared_from": cfg.teacher_from}
         return rd.finish(rd.stage("teacher"), "teacher", result)
     layout = open_data(cfg)
+    read_sample(layout.sample_submission)  # a sample the submit stage would refuse is refused before training
     val = pixels(cfg, layout, "val")
     dev = device()
     model = create_teacher(tc.model, layout.num_classes, tc.pretrained, tc.weights, tc.drop_rate, tc.img_size, tc.kwargs)
