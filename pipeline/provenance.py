@@ -76,8 +76,8 @@ def being_written(folder: Path) -> bool:
     if not lock.exists():
         return False
     fl = FileLock(str(lock))
-    try:
-        fl.acquire(timeout=0)
+    try:  # a writer holds it for a whole stage; another reader's probe (a DDP rank's) for microseconds
+        fl.acquire(timeout=2.0, poll_interval=0.05)
     except Timeout:
         return True
     except OSError:  # a read-only runs folder: nobody can be writing it

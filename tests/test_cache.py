@@ -40,10 +40,17 @@ def test_changed_teacher_is_refused_with_rebuild_hint(built, capsys):
     save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, ck)
     assert main(["student", "--config", str(built)]) == 2
     err = capsys.readouterr().err
-    assert "stale" in err and "teacher_sha256" in err and "distil cache --config" in err
-    # rebuilding fixes it
-    assert main(["cache", "--config", str(built)]) == 0
-    assert main(["student", "--config", str(built)]) == 0
+    # the teacher file no longer matches its own record: named, with the stage that rebuilds from there down
+    assert "teacher.safetensors is not the one its done.json records" in err and "distil teacher --config" in err
+    # a retrained teacher (another learning rate) makes the cache stale: refused, then rebuilt
+    lr = "teacher.lr=0.002"
+    assert main(["teacher", "--config", str(built), "--force", lr]) == 0
+    capsys.readouterr()
+    assert main(["student", "--config", str(built), lr]) == 2
+    err = capsys.readouterr().err
+    assert "cache" in err and "distil" in err and "Traceback" not in err
+    assert main(["cache", "--config", str(built), "--force", lr]) == 0
+    assert main(["student", "--config", str(built), lr]) == 0
 
 
 def test_changed_views_config_is_refused(built):

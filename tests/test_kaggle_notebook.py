@@ -52,7 +52,7 @@ def test_the_notebook_guide_runs_as_written(tmp_path, monkeypatch, capsys):
 
     # what the guide says it leaves, where it says
     csv = out / "submissions" / "tiny.csv"
-    assert Path(ns["submission"]["path"]) == csv and csv.is_file()
+    assert tmp_path / ns["submission"]["path"] == csv and csv.is_file()  # relative to the working directory
     assert list(pd.read_csv(csv).columns) == ["Id", "Category"]
     for stage in ("teacher", "student"):
         assert (out / "runs" / "tiny" / stage / "metrics.csv").is_file()
@@ -60,7 +60,7 @@ def test_the_notebook_guide_runs_as_written(tmp_path, monkeypatch, capsys):
     assert (out / "runs" / "smoke" / "student" / "student.safetensors").is_file()  # the smoke test's own run
     assert ns["budget"]["rows"] and not list((REPO_ROOT / "runs").glob("tiny*"))
     printed = capsys.readouterr().out
-    assert "submission: " + str(csv) in printed
+    assert "submission: " + str(csv.relative_to(tmp_path)) in printed
 
 
 @pytest.mark.slow
@@ -77,7 +77,7 @@ def test_the_readmes_notebook_section_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     exec(compile(code, "README.md HW13 section", "exec"), ns)
-    assert Path(ns["summary"]["path"]) == out / "submissions" / "tiny.csv"
+    assert tmp_path / ns["summary"]["path"] == out / "submissions" / "tiny.csv"  # relative to the working directory
     assert (out / "submissions" / "tiny.csv").is_file()
 
 

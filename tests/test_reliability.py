@@ -104,8 +104,9 @@ def test_empty_cache_files_are_named_and_the_rebuild_command_works(cached, capsy
     p.write_text("[]" if damage == "manifest.json" else "")
     assert run(cached, "student") == 2
     err = capsys.readouterr().err
-    assert "Rebuild it with:" in err and "Traceback" not in err
-    assert main(hint(err, "Rebuild it with:")) == 0
+    assert "Traceback" not in err and damage.split(".")[0] in err and "distil cache --config" in err
+    after = "Rebuild it with:" if "Rebuild it with:" in err else "run the cache stage:"  # manifest: its record differs
+    assert main(hint(err, after)) == 0
     assert run(cached, "student") == 0
 
 
@@ -129,7 +130,7 @@ def test_a_deleted_student_is_written_again_by_rerunning_the_stage(cached, capsy
     (folder / "student.safetensors").unlink()
     assert run(cached, "submit") == 2
     err = capsys.readouterr().err
-    assert "no student" in err and "distil student --config" in err
+    assert "student.safetensors is missing" in err and "distil student --config" in err
     assert run(cached, "student") == 0
     assert (folder / "student.safetensors").read_bytes() == good
     assert run(cached, "submit") == 0
