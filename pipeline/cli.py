@@ -177,7 +177,11 @@ def _predict(args: argparse.Namespace) -> int:
     from .deployment import predict_images
 
     try:
-        folder = Path(args.student) if args.student else (lambda c: c.run_dir / c.student.dir)(load_config(args.config))
+        if args.student:
+            folder = Path(args.student)
+        else:
+            cfg = load_config(args.config)
+            folder = cfg.run_dir / cfg.student.dir
         text = predict_images(args.images, folder, args.topk, args.format, Path(args.out) if args.out else None)
     except _errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
