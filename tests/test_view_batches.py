@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from pipeline.data.datasets import PlainImages, ViewImages, collate, loader
+from pipeline.data.datasets import EpochShuffle, Normalize, PlainImages, ViewImages, collate, loader
 from pipeline.data.pixels import StackedPixels
 from pipeline.data.views import MIXES, render_mixed, sample_mixes, sample_views
+from pipeline.engine import Engine, adamw, cosine_schedule
 from pipeline.teacher_cache import CacheReader
 from pipeline.teachers import CachedTeacher
 
@@ -81,10 +82,11 @@ def test_a_batch_is_the_per_image_items_collated(kind, fresh, size, tmp_path):
             assert np.array_equal(batch["image"][j].numpy(), render_mixed(pixels, views, mixes, i, v, size))
 
 
-def test_the_loader_yields_the_per_image_batches_epoch_after_epoch(tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_loader_yields_the_per_image_batches_epoch_after_epoch(workers, tmp_path):
     pixels, labels, views, mixes = _data("cutmix", stacked=False)
     ds = ViewImages(pixels, labels, views, 16, seed=1, mixes=mixes, fresh=True, teacher=_cache(tmp_path, views, mixes))
-    dl = loader(ds, 5, shuffle=True, seed=1, drop_last=True)
+    dl = loader(ds, 5, shuffle=True, seed=1, drop_last=True, workers=workers)
     for epoch in range(K + 1):  # through a whole fresh cycle and into the next
         ds.set_epoch(epoch)
         dl.sampler.set_epoch(epoch)
@@ -131,3 +133,67 @@ def test_collate_is_default_collate_with_numpy_stacking():
     _same(collate(mixed), default_collate(mixed))
     done = {"image": torch.zeros(2, 4, 4, 3, dtype=torch.uint8)}
     assert collate(done) is done  # a batch the dataset already collated passes through
+
+
+class _Student(torch.nn.Module):
+    """A trainable module as the engine wants it, reading the mixed targets and a cached teacher output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64, 16), torch.nn.ReLU(),
+                                       torch.nn.Linear(16, 4))
+        self.norm = Normalize((0.5,) * 3, (0.5,) * 3)
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(self.norm(image))
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        y = self.logits(batch["image"])
+        lam = batch["lam"].float()
+        ce = lam * torch.nn.functional.cross_entropy(y, batch["target"].clamp(min=0), reduction="none") \
+            + (1 - lam) * torch.nn.functional.cross_entropy(y, batch["target_mix"].clamp(min=0), reduction="none")
+        loss = ce.mean() + 1e-3 * (y - batch["teacher.logits"]).pow(2).mean()
+        return {"loss": loss}
+
+
+def test_training_on_the_batched_loader_is_training_on_the_per_image_one(tmp_path):
+    """Equal batches make equal runs: the same weights and validation accuracy after the same epochs."""
+    pixels, labels, views, mixes = _data("cutmix", stacked=False)
+    runs = []
+    for name in ("per_image", "batched"):
+        torch.manual_seed(0)
+        folder = tmp_path / name
+        folder.mkdir()
+        ds = ViewImages(pixels, labels, views, 8, seed=1, mixes=mixes, fresh=True, teacher=_cache(folder, views, mixes))
+        if name == "batched":
+            dl = loader(ds, 4, shuffle=True, seed=1, drop_last=True)
+        else:  # the per-image path: one item at a time, torch's own default_collate
+            dl = torch.utils.data.DataLoader(_Items(ds), batch_size=4, drop_last=True, sampler=EpochShuffle(len(ds), 1),
+                                             collate_fn=default_collate)
+        model = _Student()
+        opt = adamw(model.parameters(), 1e-2, 0.01)
+        eng = Engine(module=model, loader=dl, val_loader=loader(PlainImages(pixels, labels, 8), 6, shuffle=False),
+                     optimizer=opt, scheduler=cosine_schedule(opt, len(dl) * 3, 1), epochs=3, out_dir=folder / "run",
+                     config={}, config_hash="h", ema_decay=0.9)
+        eng.fit()
+        runs.append((model.state_dict(), [r["val_acc"] for r in eng.history], [r["train_loss"] for r in eng.history]))
+    (a, acc_a, loss_a), (b, acc_b, loss_b) = runs
+    assert acc_a == acc_b and loss_a == loss_b
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+class _Items(torch.utils.data.Dataset):
+    """A data set's items one at a time (its ``__getitems__`` hidden): the per-image path; epochs pass through."""
+
+    def __init__(self, ds: ViewImages):
+        self.ds = ds
+
+    def set_epoch(self, epoch: int) -> None:
+        self.ds.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.ds[i]
