@@ -9,7 +9,8 @@ RDB URL (``sqlite:///x.db``, ``postgresql://...``) for many machines.
 The search space is YAML::
 
     study: food10-mini-kd            # optional (default: the space file's stem)
-    objectives: [val_acc]            # or [val_acc, macs]: a Pareto front (no pruning then)
+    objectives: [val_acc]            # or [val_acc, macs | params | train_s]: a Pareto front (no pruning then)
+    trial_seconds: 600               # optional: each trial's epochs from its measured step time (trial_time.py)
     pruner: median                   # median | asha | none
     sampler: tpe                     # tpe | random
     fixed: {student.epochs: 20}      # overrides every trial gets
@@ -35,7 +36,7 @@ from .config import ConfigError, load_config, yaml_load
 from .runner import run_stage
 
 log = logging.getLogger(__name__)
-OBJECTIVES = {"val_acc": "maximize", "macs": "minimize", "params": "minimize"}
+OBJECTIVES = {"val_acc": "maximize", "macs": "minimize", "params": "minimize", "train_s": "minimize"}
 
 
 class SweepError(ValueError):
@@ -79,7 +80,10 @@ class ParamSpec(_Strict):
 
 class SweepSpace(_Strict):
     study: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-    objectives: list[Literal["val_acc", "macs", "params"]] = Field(default_factory=lambda: ["val_acc"], min_length=1)
+    objectives: list[Literal["val_acc", "macs", "params", "train_s"]] = Field(default_factory=lambda: ["val_acc"],
+                                                                                min_length=1)
+    # each trial trains for as many epochs as fit this many seconds of its own steps (at most student.epochs)
+    trial_seconds: Optional[float] = Field(None, gt=0, le=7 * 24 * 3600)
     pruner: Literal["median", "asha", "none"] = "median"
     sampler: Literal["tpe", "random"] = "tpe"
     fixed: dict[str, Any] = Field(default_factory=dict)
@@ -200,6 +204,9 @@ class Sweep:
             macs = _macs(student, cfg.student.img_size)
             trial.set_user_attr("params", params)
             trial.set_user_attr("macs", macs)
+            if self.space.trial_seconds is not None:  # equal training time, not equal epochs
+                over = over + [f"student.epochs={self._epochs_within(student, cfg)}"]
+                trial.set_user_attr("overrides", over)
             single = len(self.space.objectives) == 1
 
             def report(row: dict[str, Any]) -> None:
@@ -211,15 +218,36 @@ class Sweep:
 
             result = run_stage("student", self.config, over, callbacks=[report])
         trial.set_user_attr("val_acc", result["val_acc"])
-        got = {"val_acc": result["val_acc"], "macs": macs, "params": params}
+        trial.set_user_attr("train_s", result["train_s"])
+        trial.set_user_attr("epochs", result["epochs"])
+        got = {"val_acc": result["val_acc"], "macs": macs, "params": params, "train_s": result["train_s"]}
         out = [got[o] for o in self.space.objectives]
         return out[0] if len(out) == 1 else out
 
     @functools.cached_property
-    def num_classes(self) -> int:
+    def layout(self) -> Any:
         from .data import open_data
 
-        return open_data(self.cfg).num_classes
+        return open_data(self.cfg)
+
+    @property
+    def num_classes(self) -> int:
+        return self.layout.num_classes
+
+    def _epochs_within(self, student: Any, cfg: Any) -> int:
+        """The trial's epochs under ``trial_seconds``: measured on this student (``trial_time``)."""
+        from .trial_time import epochs_within, step_seconds
+
+        sc = cfg.student
+        images = len(self.layout.train.labels)
+        if cfg.cache.unlabeled and any(_uses_teacher(t) for t in sc.effective_losses()):
+            images += len(self.layout.split("test").files)
+        steps = max(1, images // sc.batch_size)
+        step_s = step_seconds(student, sc.batch_size, sc.img_size, sc.channels_last)
+        epochs = epochs_within(self.space.trial_seconds, step_s, steps, sc.epochs)
+        log.info("sweep %s: %.3f s a step x %d steps: %d epochs in %.0f s", self.name, step_s, steps, epochs,
+                 self.space.trial_seconds)
+        return epochs
 
     # ---- workers ----------------------------------------------------------
     def fail_dead_trials(self, study: Any, min_age_s: float = 30.0) -> list[int]:
@@ -317,13 +345,14 @@ class Sweep:
         done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.values[0])
         rest = [t for t in trials if t.state != TrialState.COMPLETE]
         keys = list(self.space.params)
-        head = ["trial", "state", "val_acc", "params", "MMACs", *keys]
+        head = ["trial", "state", "val_acc", "params", "MMACs", "epochs", "train_s", *keys]
         rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for t in [*done[:top], *rest]:
             val = t.user_attrs.get("val_acc")
             macs = t.user_attrs.get("macs")
             cells = [str(t.number), t.state.name.lower(), f"{val:.4f}" if val is not None else "",
                      str(t.user_attrs.get("params", "")), f"{macs / 1e6:.2f}" if macs else "",
+                     str(t.user_attrs.get("epochs", "")), _fmt(t.user_attrs.get("train_s", "")),
                      *[_fmt(t.params.get(k)) for k in keys]]
             rows.append("| " + " | ".join(cells) + " |")
         counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState if any(t.state == s for t in trials)}
@@ -340,13 +369,19 @@ class Sweep:
             raise SweepError(f"study {self.name} has no completed trial yet")
         raw: dict[str, Any] = {}
         base = os.path.relpath(Path(self.config).resolve(), Path(out).resolve().parent)
+        cfg = load_config(self.config, best.user_attrs["overrides"])
+        resolved = cfg.model_dump(mode="json")
         for item in best.user_attrs["overrides"]:
             k, v = item.split("=", 1)
-            if any(p.isdigit() for p in k.split(".")):
-                continue  # list items: written below as whole lists
-            _set_dotted(raw, k, yaml_load(v), str(out))
-        cfg = load_config(self.config, best.user_attrs["overrides"])
-        raw.setdefault("student", {})["losses"] = [t.model_dump() for t in cfg.student.losses]
+            parts = k.split(".")
+            whole = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+            if whole is not None:  # a list item (losses.1..., kwargs.channels.0): the whole list, as resolved
+                k, value = ".".join(parts[:whole]), resolved
+                for p in parts[:whole]:
+                    value = value[p]
+                _set_dotted(raw, k, value, str(out))
+            else:
+                _set_dotted(raw, k, yaml_load(v), str(out))
         head = (f"# best trial {best.number} of sweep {self.name}: val_acc {best.values[0]:.4f}\n"
                 f"# submit it: .venv/bin/distil submit --config {out}\n")
         write_text(out, head + yaml.safe_dump({"base": base, "name": self.cfg.name, **raw}, sort_keys=False))
