@@ -7,7 +7,9 @@
     sampler: tpe                     # tpe | random
     fixed: {student.epochs: 20}      # overrides every trial gets
     params:                          # float / int (low, high, step, log) or categorical (choices)
+      student.losses.1.kwargs.temperature: {type: float, low: 1.0, high: 8.0, log: true}
       student.kwargs.width: {type: float, low: 0.6, high: 1.1}
+      student.model: {type: categorical, choices: [dwsep, ghost]}
 """
 from __future__ import annotations
 

@@ -6,18 +6,7 @@ accuracy each epoch to Optuna's pruner. Several workers — ``--workers K`` proc
 command on other machines — share one study through Optuna's storage: a journal file by default, any
 RDB URL (``sqlite:///x.db``, ``postgresql://...``) for many machines.
 
-The search space is YAML::
-
-    study: food10-mini-kd            # optional (default: the space file's stem)
-    objectives: [val_acc]            # or [val_acc, macs | params | train_s]: a Pareto front (no pruning then)
-    trial_seconds: 600               # optional: each trial's epochs from its measured step time (trial_time.py)
-    pruner: median                   # median | asha | none
-    sampler: tpe                     # tpe | random
-    fixed: {student.epochs: 20}      # overrides every trial gets
-    params:
-      student.losses.1.kwargs.temperature: {type: float, low: 1.0, high: 8.0, log: true}
-      student.kwargs.width: {type: float, low: 0.6, high: 1.1}
-      student.model: {type: categorical, choices: [dwsep, ghost]}
+The search space is YAML: its schema and an example are in ``search_space.py``.
 """
 from __future__ import annotations
 
