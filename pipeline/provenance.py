@@ -14,7 +14,9 @@ Records without a ``provenance`` section (written by an older version) are accep
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -69,10 +71,35 @@ def _key(runs: Path, folder: Path) -> str:
 
 
 def being_written(folder: Path) -> bool:
-    """Another process holds ``folder/.lock`` (a stage is writing it now)."""
+    """Another process holds ``folder/.lock`` (a stage is writing it now). The probe takes a *shared* lock on the
+    lock file opened read-only: it conflicts with a writer's exclusive lock, not with other readers (two DDP ranks
+    probing at once), and needs no write access: in a folder this process cannot write, the probe still sees a
+    writer (another user's) that holds the lock. No lock file: nobody has written the folder since it was made."""
+    lock = Path(folder) / ".lock"
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): the writer's own lock, tried and released
+        return _being_written_portable(lock)
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:  # missing, or unreadable to us: no writer's lock we could see
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            return True
+        raise
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _being_written_portable(lock: Path) -> bool:
     from filelock import FileLock, Timeout
 
-    lock = Path(folder) / ".lock"
     if not lock.exists():
         return False
     fl = FileLock(str(lock))
@@ -80,7 +107,7 @@ def being_written(folder: Path) -> bool:
         fl.acquire(timeout=2.0, poll_interval=0.05)
     except Timeout:
         return True
-    except OSError:  # a read-only runs folder: nobody can be writing it
+    except OSError:  # a read-only runs folder: this probe cannot tell
         return False
     fl.release()
     return False

@@ -4,6 +4,7 @@ lines that re-run a stage (for messages)."""
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import shutil
 import sys
@@ -12,11 +13,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from . import distributed, provenance
-from .atomic import remove_stale_temps, write_json
+from .atomic import NotWritableError, remove_stale_temps, write_json
 from .config import Config
 from .confidence import accuracy_interval
 from .locks import held
 
+
+log = logging.getLogger(__name__)
 
 # files made from a stage's deployable file by a later tool: removed when the stage trains new weights
 DERIVED = {"student": ("student.onnx", "student.int8.onnx", "export.json")}
@@ -55,6 +58,7 @@ class RunDir:
         self.force = force  # start the stage over: no resume, no reuse
         self._locks = ExitStack()
         self._held: set[str] = set()
+        self.read_only = False  # a reading stage found the runs folder read-only (see reading())
 
     def __enter__(self) -> "RunDir":
         return self
@@ -77,6 +81,18 @@ class RunDir:
             if save_config:
                 self.cfg.save(d / "config.yaml")
         return d
+
+    def reading(self, name: str) -> Optional[Path]:
+        """``stage(name)`` for a stage that only reads the run (``submit`` without an upload): where the runs folder
+        cannot be written (read-only mount, another user's), None and a warning instead of an error, and
+        ``update_summary`` leaves summary.json as it is. No writer can hold a lock there that this process could not
+        see: ``provenance.being_written`` probes it read-only."""
+        try:
+            return self.stage(name)
+        except NotWritableError as exc:
+            log.warning("%s. This stage only reads the run: it goes on, without updating summary.json", exc)
+            self.read_only = True
+            return None
 
     def command(self, stage: str, force: bool = False) -> str:
         """The command line that re-runs ``stage`` with the same config and overrides (``--force``: over)."""
@@ -148,6 +164,8 @@ class RunDir:
     def update_summary(self, section: str, values: Any) -> dict[str, Any]:
         """Merge ``{section: values}`` into ``summary.json`` (atomically)."""
         p = self.root / "summary.json"
+        if self.read_only:
+            return self.summary()
         self.root.mkdir(parents=True, exist_ok=True)
         with held(self.root / ".summary.lock", f"{self.relative(p)}"):  # read-modify-write: one process at a time
             data: dict[str, Any] = {}

@@ -18,7 +18,7 @@ import numpy as np
 from ..atomic import atomic_path, remove_stale_temps, require_space, sha256_file, sha256_json, write_json
 from ..locks import held
 from .images import load_square
-from .layout import Split
+from .layout import LayoutError, Split
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 3  # 3: EXIF orientation applied
@@ -180,6 +180,10 @@ def _build(split: Split, size: int, folder: Path, key: str, skip_bad: bool, work
                 out[i] = img
         if bad and not skip_bad:
             raise BadImageError(bad)
+        if split.labels is not None and n and not keep.any():  # nothing left to train on: no empty memmap
+            raise LayoutError(f"every one of the {n} images in {split.files[0].parent} is unreadable (e.g. "
+                              f"{split.files[0].name}: {bad[0][1][:120]}); data.skip_bad skips bad images but would "
+                              "leave none: fix the files, or point data.root at the right folder")
         for p, why in bad:
             log.warning("skipping unreadable image %s (%s)", p, why)
         if split.labels is not None and bad:

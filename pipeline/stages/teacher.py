@@ -11,6 +11,7 @@ import torch
 from . import STAGES, build_engine
 from ..config import Config
 from ..data import open_data, pixels
+from ..data.evaluation import check_evaluation
 from ..data.datasets import AugmentedImages, Normalize, PlainImages, loader
 from ..engine import device
 from ..optim import optimization
@@ -19,7 +20,6 @@ from ..models.teacher import TeacherError, create_teacher, teacher_norm
 from ..precision import resolve
 from ..predict import accuracy, predict_logits
 from ..rundir import RunDir
-from ..submission import read_sample
 from ..tasks import Classification
 
 
@@ -39,7 +39,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         result = {**json.loads(done.read_text()), "shared_from": cfg.teacher_from}
         return rd.finish(rd.stage("teacher"), "teacher", result)
     layout = open_data(cfg)
-    read_sample(layout.sample_submission)  # a sample the submit stage would refuse is refused before training
+    check_evaluation(layout, cfg.data.skip_bad)  # what submit would refuse is refused before training
     val = pixels(cfg, layout, "val")
     dev = device()
     model = create_teacher(tc.model, layout.num_classes, tc.pretrained, tc.weights, tc.drop_rate, tc.img_size, tc.kwargs)
