@@ -12,16 +12,17 @@ logits (N, K, 10) and a FitNet map (N, K, 48, 16, 16) as float16 memmaps read th
 "before" is the per-image path as it was: the DataLoader calls ``ViewImages.__getitem__`` per image (one OpenCV
 render, one cache row read and one dict each) and ``default_collate`` stacks the items with ``torch.stack``.
 "after" is the library's loader now: ``ViewImages.__getitems__`` builds the batch (views rendered into one array,
-CutMix pasted in place, one cache read per output) and the loader's ``collate`` stacks with numpy. Components are
-timed alone over one epoch's batches (the ratio column is each against the step time); whole epochs run end to end
-as the engine runs them (load, step, EMA per batch; then validation of the EMA weights and, every
+CutMix pasted in place, one cache read per output; ``PlainImages.__getitems__`` for validation) and the loader's
+``collate`` stacks with numpy. Components are timed alone over one epoch's batches (the ratio column is each
+against the step time); whole epochs run end to end as the engine runs them (load, step, EMA per batch; then validation of the EMA weights and, every
 ``--live-every`` epochs, of the live weights). Rounds are interleaved in one process.
 
 Absolute times depend on how busy the shared cores are (run it under ``nice``); compare the ratios.
 
-    nice -n 10 python benchmarks/epoch_profile.py [--images 1024] [--views 16] [--val 256] [--live-every 5]
+    nice -n 10 python benchmarks/epoch_profile.py [--images 1024] [--views 16] [--val 256] [--live-every 5] \
+        [--threads N] [--out NAME]
 
-Writes benchmarks/results/epoch_profile.{json,md}.
+Writes benchmarks/results/epoch_profile.{json,md} (``--out``: another name).
 """
 from __future__ import annotations
 
@@ -201,6 +202,7 @@ def main() -> None:
     ap.add_argument("--live-every", type=int, default=5, help="student.val_live_every of the last 'after' row")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, the cores)")
+    ap.add_argument("--out", default="epoch_profile", help="results name under benchmarks/results/")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -212,7 +214,7 @@ def main() -> None:
             "step: forward, loss, backward, AdamW": rig.steps,
             "EMA (foreach lerp, every step)": rig.emas,
             "validation pass before (per-image collate)": lambda: rig.validate("before"),
-            "validation pass after (numpy collate)": lambda: rig.validate("after"),
+            "validation pass after (per-batch __getitems__)": lambda: rig.validate("after"),
             "epoch before (live weights validated every epoch)": lambda: rig.epoch_run("before", True),
             "epoch after, without the live pass": lambda: rig.epoch_run("after", False),
         }
@@ -236,8 +238,9 @@ def main() -> None:
           + table(rows, ["part", "s", "x step"])
           + f"\n\nCommand: `nice -n 10 python benchmarks/epoch_profile.py --images {args.images} --views {args.views} "
           f"--val {args.val} --live-every {args.live_every} --rounds {args.rounds}"
-          + (f" --threads {args.threads}" if args.threads else "") + "`")
-    save("epoch_profile", {"args": vars(args), "steps_per_epoch": n_batches, "threads": torch.get_num_threads(),
+          + (f" --threads {args.threads}" if args.threads else "")
+          + (f" --out {args.out}" if args.out != "epoch_profile" else "") + "`")
+    save(args.out, {"args": vars(args), "steps_per_epoch": n_batches, "threads": torch.get_num_threads(),
                            "median_s": med, "rounds_s": times, "x_step": {k: v / step for k, v in med.items()}}, md)
 
 

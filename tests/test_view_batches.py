@@ -197,3 +197,14 @@ class _Items(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.ds[i]
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+@pytest.mark.parametrize("size", [16, 28])
+def test_whole_image_batches_are_the_per_image_items_collated(labelled, size):
+    pixels, labels, _, _ = _data("cutmix", stacked=True)
+    ds = PlainImages(pixels, labels if labelled else None, size)
+    idx = [3, 0, 11, 8, 3]
+    _same(default_collate([ds[i] for i in idx]), ds.__getitems__(idx))
+    batches = list(loader(ds, 5, shuffle=False))
+    _same(default_collate([ds[i] for i in range(N)]), {k: torch.cat([b[k] for b in batches]) for k in batches[0]})

@@ -91,6 +91,14 @@ class PlainImages(Dataset):
         img = render_view(np.asarray(self.pixels[i]), self.whole, self.img_size)
         return {"image": torch.from_numpy(img), "target": -1 if self.labels is None else int(self.labels[i]), "index": i}
 
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
+        """The batch of ``indices``, already collated (as ``default_collate`` of the items), rendered into one array."""
+        idx = np.asarray(indices, np.int64)
+        whole = np.broadcast_to(self.whole, (len(self), 1, 5))
+        img = render_batch(self.pixels, whole, idx, np.zeros(len(idx), np.int64), self.img_size)
+        target = np.full(len(idx), -1, np.int64) if self.labels is None else np.asarray(self.labels, np.int64)[idx]
+        return {"image": torch.from_numpy(img), "target": torch.from_numpy(target), "index": torch.from_numpy(idx)}
+
 
 class ViewImages(_Epoch):
     """Student training: replay a recorded view per image. Item: ``{image, target, index, view, target_mix,
