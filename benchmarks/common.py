@@ -27,20 +27,23 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
     return statistics.median(ts)
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, repeat: int = 1, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, repeat: int = 1, warmup: int = 1,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Seconds per call of each of ``fns``, one entry per round: ``warmup`` untimed calls of each, then ``rounds``
     rounds in which every function runs ``repeat`` times in turn (A A B B C C, A A B B C C, ...), so a machine whose
-    speed drifts (other users of shared cores) affects every row alike. Take the median of each list."""
+    speed drifts (other users of shared cores) affects every row alike. Take the median of each list. ``clock``:
+    wall time, or ``time.process_time`` (this process's CPU time, all threads: what the work costs, nearly blind
+    to other users of the cores when it runs one thread)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            t = time.perf_counter()
+            t = clock()
             for _ in range(repeat):
                 fn()
-            times[name].append((time.perf_counter() - t) / repeat)
+            times[name].append((clock() - t) / repeat)
     return times
 
 

@@ -14,8 +14,9 @@ render, one cache row read and one dict each) and ``default_collate`` stacks the
 "after" is the library's loader now: ``ViewImages.__getitems__`` builds the batch (views rendered into one array,
 CutMix pasted in place, one cache read per output; ``PlainImages.__getitems__`` for validation) and the loader's
 ``collate`` stacks with numpy. Components are timed alone over one epoch's batches (the ratio column is each
-against the step time); whole epochs run end to end as the engine runs them (load, step, EMA per batch; then validation of the EMA weights and, every
-``--live-every`` epochs, of the live weights). Rounds are interleaved in one process.
+against the step time); whole epochs run end to end as the engine runs them (load, step, EMA per batch; then
+validation of the EMA weights and, every ``--live-every`` epochs, of the live weights). Rounds are interleaved in
+one process.
 
 Absolute times depend on how busy the shared cores are (run it under ``nice``); compare the ratios.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -203,6 +205,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, the cores)")
     ap.add_argument("--out", default="epoch_profile", help="results name under benchmarks/results/")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall time, or this process's CPU time (with --threads 1: nearly blind to other users)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -218,7 +222,7 @@ def main() -> None:
             "epoch before (live weights validated every epoch)": lambda: rig.epoch_run("before", True),
             "epoch after, without the live pass": lambda: rig.epoch_run("after", False),
         }
-        times = interleaved(parts, args.rounds)
+        times = interleaved(parts, args.rounds, clock=time.process_time if args.clock == "cpu" else time.perf_counter)
     med = {k: statistics.median(v) for k, v in times.items()}
     names = list(parts)
     step = med[names[2]]
@@ -232,13 +236,14 @@ def main() -> None:
           f"logits + FitNet map (48x16x16) fp16 memmaps read through CachedTeacher, dwsep width 1.04 at "
           f"{args.img_size} px, batch {args.batch} ({n_batches} steps an epoch), channels_last, EMA, {args.val} "
           f"validation images through PlainImages + predict; median of {args.rounds} interleaved rounds, "
-          f"{torch.get_num_threads()} threads, 2 shared cores under nice. The last two rows are the measured 'after' "
-          f"epoch plus a live validation pass every epoch, or 1/{args.live_every} of one (val_live_every "
+          f"{torch.get_num_threads()} threads, {'CPU' if args.clock == 'cpu' else 'wall'} time, 2 shared cores under "
+          f"nice. The last two rows are the measured 'after' epoch plus a live validation pass every epoch, or "
+          f"1/{args.live_every} of one (val_live_every "
           f"{args.live_every}).\n\n"
           + table(rows, ["part", "s", "x step"])
           + f"\n\nCommand: `nice -n 10 python benchmarks/epoch_profile.py --images {args.images} --views {args.views} "
           f"--val {args.val} --live-every {args.live_every} --rounds {args.rounds}"
-          + (f" --threads {args.threads}" if args.threads else "")
+          + (f" --threads {args.threads}" if args.threads else "") + (" --clock cpu" if args.clock == "cpu" else "")
           + (f" --out {args.out}" if args.out != "epoch_profile" else "") + "`")
     save(args.out, {"args": vars(args), "steps_per_epoch": n_batches, "threads": torch.get_num_threads(),
                            "median_s": med, "rounds_s": times, "x_step": {k: v / step for k, v in med.items()}}, md)

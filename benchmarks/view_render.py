@@ -2,7 +2,8 @@
 written into the batch array) against resampling the whole batch in torch with OpenCV's own weights (each view's
 crop + resize + flip as one (out, S) matrix per axis, applied as banded batched matmuls: only the window of
 source rows each block of 16 output rows reads). Both from uint8 (B, S, S, 3) photos to (B, out, out, 3); the
-table gives the time per batch (median of interleaved rounds) and how far the torch pixels are from OpenCV's.
+table gives the time per batch (median of interleaved rounds; torch on one thread and on all) and how far the
+torch pixels are from OpenCV's.
 This is why the student's batches are rendered by the OpenCV loop (docs/speed.md).
 
     nice -n 10 python benchmarks/view_render.py [--batch 64] [--size 144] [--out 128] [--rounds 7]
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -63,7 +65,8 @@ def axis_weights(start: np.ndarray, length: np.ndarray, out: int, size: int, are
             full = m & (s1 + t < s2)
             w[rows[full], cols[full], (start[:, None] + s1 + t)[full]] = np.broadcast_to(1.0 / cell, (b, out))[full]
         tail = m & (fs2 - s2 > 1e-3)
-        w[rows[tail], cols[tail], (start[:, None] + s2)[tail]] = (np.minimum(np.minimum(fs2 - s2, 1.0), cell) / cell)[tail]
+        part = np.minimum(np.minimum(fs2 - s2, 1.0), cell) / cell
+        w[rows[tail], cols[tail], (start[:, None] + s2)[tail]] = part[tail]
     if flip is not None:
         f = np.asarray(flip, bool)
         w[f] = w[f, ::-1]
@@ -128,18 +131,33 @@ def main() -> None:
     ref = render_batch(pixels, views, index, view, o)
     got = render_views(batch, boxes, o).numpy()
     diff = np.abs(ref.astype(np.int16) - got.astype(np.int16))
-    times = interleaved({"opencv": lambda: render_batch(pixels, views, index, view, o),
-                         "torch": lambda: render_views(batch, boxes, o)}, args.rounds)
+    threads = torch.get_num_threads()
+
+    def torch_with(n: int) -> Callable[[], Any]:
+        def run() -> None:
+            torch.set_num_threads(n)
+            try:
+                render_views(batch, boxes, o)
+            finally:
+                torch.set_num_threads(threads)
+        return run
+
+    times = interleaved({"opencv": lambda: render_batch(pixels, views, index, view, o), "torch 1": torch_with(1),
+                         f"torch {threads}": torch_with(threads)}, args.rounds)
     area = float((np.minimum(boxes[:, 2], boxes[:, 3]) > o).mean())
-    rows = [{"renderer": "OpenCV per view into the batch (views.render_batch)", "ms": 1000 * statistics.median(times["opencv"]),
+    rows = [{"renderer": "OpenCV per view into the batch (views.render_batch)",
+             "ms": 1000 * statistics.median(times["opencv"]),
              "max diff": 0, "pixels differing": 0.0},
-            {"renderer": "torch: banded batched matmuls, OpenCV's weights", "ms": 1000 * statistics.median(times["torch"]),
-             "max diff": int(diff.max()), "pixels differing": float((diff > 0).mean())}]
-    md = (f"# Rendering a batch of recorded views\n\n{b} views (scale_min {args.scale_min}; {area:.0%} shrink both sides: "
+            *({"renderer": f"torch: banded batched matmuls, OpenCV's weights, {n} thread(s)",
+               "ms": 1000 * statistics.median(times[f"torch {n}"]), "max diff": int(diff.max()),
+               "pixels differing": float((diff > 0).mean())} for n in dict.fromkeys((1, threads)))]
+    md = (f"# Rendering a batch of recorded views\n\n{b} views (scale_min {args.scale_min}; {area:.0%} shrink both "
+          f"sides: "
           f"INTER_AREA) of {s} px photos at {o} px, median of {args.rounds} interleaved rounds, "
-          f"{torch.get_num_threads()} torch threads, 2 shared cores under nice; diff in grey levels against OpenCV.\n\n"
+          f"2 shared cores under nice (OpenCV: its own threads); diff in grey levels against OpenCV.\n\n"
           + table(rows, ["renderer", "ms", "max diff", "pixels differing"])
-          + f"\n\nCommand: `nice -n 10 python benchmarks/view_render.py --batch {b} --size {s} --out {o} --rounds {args.rounds}`")
+          + f"\n\nCommand: `nice -n 10 python benchmarks/view_render.py --batch {b} --size {s} --out {o} "
+          f"--rounds {args.rounds}`")
     save("view_render", {"args": vars(args), "threads": torch.get_num_threads(), "rounds_s": times, "rows": rows}, md)
 
 
