@@ -108,6 +108,19 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
         writer(tmp)
 
 
+def switch(moves: list[tuple[Path, Path]], record: str | os.PathLike[str], data: bytes) -> None:
+    """Replace each ``dst`` of ``moves`` by its finished ``src`` (same folder tree), then ``record`` by ``data``, back to
+    back: ``data`` is written and synced to a temp beside ``record`` before anything is replaced, so a failure up to
+    then (a full disk) leaves every old file as it was. Only a kill between the renames (microseconds) leaves a mix,
+    which the record's sha256 of the model shows (``provenance.check_torn``)."""
+    with atomic_path(record) as tmp:
+        tmp.write_bytes(data)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        for src, dst in moves:
+            os.replace(src, dst)
+
+
 def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
     import torch
 

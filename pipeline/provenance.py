@@ -10,6 +10,9 @@
   naming the stage folder, what is wrong, and the one command that rebuilds from that stage down
   (``distil all --from <stage>``).
 
+* **Switch.** A training stage writes its model to ``pending/`` and replaces the deployable file and its record
+  together when it finishes (``RunDir.finish``, ``atomic.switch``): a retrain that fails leaves the old pair.
+
 Records without a ``provenance`` section (written by an older version) are accepted when finished and unlocked.
 """
 from __future__ import annotations
@@ -25,6 +28,17 @@ from .atomic import sha256_file, sha256_json
 RECORD = "done.json"
 # the deployable file of each kind of stage: the record names its sha256
 ARTIFACTS = {"teacher": "teacher.safetensors", "cache": "manifest.json", "student": "student.safetensors"}
+
+
+# a training stage writes its best model to <stage folder>/pending/ (``pending``) while it trains; the deployable file
+# and its record are replaced together when the stage finishes (``RunDir.finish``): a retrain that fails leaves the
+# old pair whole and usable
+PENDING = "pending"
+
+
+def pending(folder: Path) -> Path:
+    """Where the stage in ``folder`` writes the model it is training (``<stem>.safetensors`` + ``<stem>.json``)."""
+    return Path(folder) / PENDING
 
 
 class ProvenanceError(RuntimeError):
@@ -128,11 +142,12 @@ def check_torn(folder: Path, rec: dict[str, Any]) -> Optional[str]:
 
 
 def require(runs: Path, folder: Path, today: Mapping[str, Optional[str]], command: Callable[[Path, str, bool], str],
-            own: Optional[Path] = None, _seen: Optional[set[str]] = None) -> dict[str, Any]:
+            own: Optional[Path] = None, _seen: Optional[set[str]] = None, mine: frozenset[Path] = frozenset()) -> dict[str, Any]:
     """Accept the stage folder ``folder`` (and, first, everything it was built from) or raise ``ProvenanceError``.
     ``today``: the content keys of the inputs as they are now (compared with what each record names, for stage
     folders inside ``own``, this run's folder); ``command(folder, kind, False)``: the command that rebuilds from
-    that stage down (``True``: the command that runs that stage alone). Returns the record."""
+    that stage down (``True``: the command that runs that stage alone); ``mine``: stage folders whose lock this
+    process holds (``export`` holds the student's while it reads it): not probed. Returns the record."""
     folder = Path(folder)
     seen = _seen if _seen is not None else set()
     where = _key(runs, folder)
@@ -141,7 +156,7 @@ def require(runs: Path, folder: Path, today: Mapping[str, Optional[str]], comman
     def refuse(why: str, k: str = "") -> ProvenanceError:
         return ProvenanceError(f"{where} {why}; rebuild from there down with: {command(folder, k or kind, False)}")
 
-    if being_written(folder):
+    if folder.resolve() not in mine and being_written(folder):
         from .locks import holder
 
         raise ProvenanceError(f"{where} is being written now by {holder(folder / '.lock')[:200]}: wait for it to "
@@ -156,7 +171,7 @@ def require(runs: Path, folder: Path, today: Mapping[str, Optional[str]], comman
     for up in prov.get("upstream", {}):
         if up not in seen:
             seen.add(up)
-            require(runs, Path(runs) / up, today, command, own, seen)
+            require(runs, Path(runs) / up, today, command, own, seen, mine)
     torn = check_torn(folder, rec)
     if torn:  # re-running the stage rewrites its model from last.pt, or refuses with its --force command
         raise ProvenanceError(f"{where} {torn}; run the {kind} stage: {command(folder, kind, True)}")

@@ -142,17 +142,20 @@ def test_a_read_only_runs_folder_is_one_line_for_a_writer(built, capsys, code):
 
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
-def test_submit_reads_a_read_only_runs_folder(built, capsys, code):
+def test_submit_reads_a_read_only_runs_folder(built, capsys, caplog, code):
     assert run(built, "student") == 0
-    assert run(built, "submit") == 0  # the evaluation pixels are decoded once, while the folder is writable
+    assert run(built, "submit") == 0
     csv = built.parent / "subs" / "tiny.csv"
     before = csv.read_text()
     csv.unlink()
+    for p in (built.parent / "runs" / "_pixels").glob("*/test.*"):  # not decoded yet: decoded in memory, not cached
+        p.unlink()
     capsys.readouterr()
     with read_only(built.parent / "runs", code):
         assert run(built, "submit") == 0, capsys.readouterr().err
     assert csv.read_text() == before
     assert "Traceback" not in capsys.readouterr().err
+    assert "decoding the 6 test images in memory" in caplog.text and "summary.json" in caplog.text
 
 
 def test_a_reader_probe_needs_no_write_access(built):

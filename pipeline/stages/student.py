@@ -18,6 +18,7 @@ from ..losses.criterion import Criterion
 from ..losses.terms import bind_terms, teacher_specs
 from ..models import check_budget, check_count, create_student, predicted_params, save_artifact
 from ..precision import resolve
+from ..provenance import pending
 from ..rundir import RunDir
 from ..tasks import Distiller
 from ..teachers import open_teacher
@@ -74,7 +75,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
             "std": list(norm[1]), "params": params, "budget": sc.budget}
 
     def on_best(row: dict[str, Any]) -> None:
-        save_artifact(out, "student", student, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
+        save_artifact(pending(out), "student", student, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
 
     inputs = {"train images": images.pixel_key, "validation images": val.key}
     if images.unlabeled_key:

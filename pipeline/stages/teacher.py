@@ -19,6 +19,7 @@ from ..models import count_params, save_artifact
 from ..models.teacher import TeacherError, create_teacher, teacher_norm
 from ..precision import resolve
 from ..predict import accuracy, predict_logits
+from ..provenance import pending
 from ..rundir import RunDir
 from ..tasks import Classification
 
@@ -64,7 +65,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     opt, sched = optimization(tc, task.parameters(), len(train_dl))
 
     def on_best(row: dict[str, Any]) -> None:
-        save_artifact(out, "teacher", model, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
+        save_artifact(pending(out), "teacher", model, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
 
     engine = build_engine(cfg, rd, "teacher", out, task, train_dl, val_dl, opt, sched, precision, IDENTITY, on_best,
                           {"train images": train.key, "validation images": val.key})
@@ -87,7 +88,7 @@ def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any
     with precision.autocast():
         logits = predict_logits(task.model, dl, task.norm, next(task.parameters()).device)
     acc = accuracy(logits, val.split.labels)
-    save_artifact(out, "teacher", task.model, {**meta, "val_acc": acc, "epoch": 0})
+    save_artifact(pending(out), "teacher", task.model, {**meta, "val_acc": acc, "epoch": 0})  # switched in by finish
     cfg.save(out / "config.yaml")
     result = {"name": cfg.teacher.model, "params": meta["params"], "val_acc": acc, "val_images": len(val.split.labels),
               "epochs": 0,
