@@ -106,3 +106,30 @@ def built(tmp_path: Path, _prebuilt: Path) -> Path:
     shutil.copytree(_prebuilt / "data", tmp_path / "data")
     shutil.copytree(_prebuilt / "runs", tmp_path / "runs")
     return tiny_config(tmp_path, tmp_path / "data")
+
+
+# The heaviest tests (seconds of CPU, most in the processes they start), heaviest first. `make test` runs on two
+# xdist workers that take tests one by one in collection order: starting these first keeps one long test from
+# being the tail that a worker runs alone at the end. A name not here sorts by its `slow` mark; a renamed test
+# only loses its place.
+HEAVIEST = (
+    "test_package.py::test_the_wheel_installs_and_runs_from_another_folder",
+    "test_kaggle_upload.py::test_make_submit_kaggle_uploads_through_the_twin",
+    "test_distributed.py::test_two_process_cache_equals_one_process_cache_and_student_trains",
+    "test_own_images.py::test_readme_own_images_commands_run_as_written",
+    "test_sweep.py::test_racing_workers_start_exactly_the_trials_asked_for",
+    "test_sweep.py::test_two_workers_share_one_study_without_losing_or_repeating_trials",
+    "test_engine.py::test_sigterm_during_a_cli_run_saves_and_says_how_to_resume",
+    "test_kaggle_notebook.py::test_the_notebook_guide_runs_as_written",
+    "test_reliability.py::test_data_changed_after_training_is_refused_then_rerun",
+    "test_sweep.py::test_a_killed_worker_leaves_its_trial_marked_failed",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Heaviest tests first (``HEAVIEST``, then the other ``slow`` ones), the rest in their usual order."""
+    def rank(item: pytest.Item) -> int:
+        name = item.nodeid.split("/")[-1]
+        return HEAVIEST.index(name) if name in HEAVIEST else len(HEAVIEST) + (0 if item.get_closest_marker("slow") else 1)
+
+    items.sort(key=rank)  # stable: ties keep their order

