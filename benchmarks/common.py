@@ -27,6 +27,23 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
     return statistics.median(ts)
 
 
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, repeat: int = 1, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each of ``fns``, one entry per round: ``warmup`` untimed calls of each, then ``rounds``
+    rounds in which every function runs ``repeat`` times in turn (A A B B C C, A A B B C C, ...), so a machine whose
+    speed drifts (other users of shared cores) affects every row alike. Take the median of each list."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(repeat):
+                fn()
+            times[name].append((time.perf_counter() - t) / repeat)
+    return times
+
+
 def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)

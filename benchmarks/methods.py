@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="student epochs (default: the config's)")
     ap.add_argument("--only", nargs="*", default=None, help="method labels to run (default: all)")
     args = ap.parse_args()
-    base = [f"data.root={args.data}"]
+    base = [f"data.root={args.data}", "cache.unlabeled=false"]  # the committed table: labelled images only
     cfg = load_config(ROOT / args.config, base)
     t0 = time.time()
     for stage in ("teacher", "cache"):  # reused when already built

@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 
 import torch
-from common import save, table
+from common import interleaved, save, table
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.models import STUDENTS, create_student
@@ -67,21 +66,15 @@ def main() -> None:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            step()  # warm-up (allocations, oneDNN primitive caches)
-            steps[(name, layout)] = step
+            steps[f"{name} {layout}"] = step
             rows.append({"student": name, "width": width, "params": param_count(m, s).gated,
-                         "MMACs": fc.get_total_flops() / 2 / 1e6, "layout": layout, "times": []})
-    for _ in range(args.rounds):  # interleaved: every row sees the same drift
-        for r in rows:
-            fn = steps[(r["student"], r["layout"])]
-            t = time.perf_counter()
-            for _ in range(args.steps):
-                fn()
-            r["times"].append(1000 * (time.perf_counter() - t) / args.steps)
-    base = next(statistics.median(r["times"]) for r in rows if (r["student"], r["layout"]) == ("dwsep", "NCHW"))
+                         "MMACs": fc.get_total_flops() / 2 / 1e6, "layout": layout})
+    # warm-up (allocations, oneDNN primitive caches), then interleaved rounds: every row sees the same drift
+    times = interleaved(steps, args.rounds, repeat=args.steps)
+    base = statistics.median(times["dwsep NCHW"])
     for r in rows:
-        r["step_ms"] = statistics.median(r.pop("times"))
-        r["vs_dwsep_nchw"] = r["step_ms"] / base
+        r["step_ms"] = 1000 * statistics.median(times[f"{r['student']} {r['layout']}"])
+        r["vs_dwsep_nchw"] = r["step_ms"] / (1000 * base)
 
     threads, cpu = torch.get_num_threads(), cpu_name()
     head = (f"Student training step (batch {b}, {s} px, {args.classes} classes, forward + CE + backward + AdamW, "

@@ -27,6 +27,21 @@ class DiskFullError(OSError):
     """Not enough free space for a write; the message names the folder and the space needed."""
 
 
+class NotWritableError(OSError):
+    """A folder this process must write (a stage folder, the pixel cache) is read-only to it; the message names the
+    folder and the fix."""
+
+
+# what a read-only mount (EROFS) or a folder without write permission (EACCES, EPERM) answers to a write
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def not_writable(folder: str | os.PathLike[str], exc: OSError, what: str = "") -> NotWritableError:
+    """The one-line error for a write into ``folder`` refused with ``exc`` (an errno of ``NOT_WRITABLE``)."""
+    return NotWritableError(exc.errno, f"{folder} is not writable ({exc.strerror or exc}){': ' + what if what else ''}; "
+                            f"make it writable (chmod -R u+w {folder}) or set runs_dir to a writable folder")
+
+
 def require_space(folder: str | os.PathLike[str], nbytes: int, what: str = "") -> None:
     """Raise ``DiskFullError`` unless ``folder`` has ``nbytes`` free (plus 1%% slack): checked before large
     writes such as memory-mapped arrays, which would otherwise die with a bus error half-way."""
@@ -44,8 +59,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it replaces ``path``, on error it is removed.
     A full disk (ENOSPC) becomes ``DiskFullError`` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno in NOT_WRITABLE:
+            raise not_writable(path.parent, exc, f"cannot write {path.name}") from None
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -86,6 +106,19 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
     """Call ``writer(tmp_path)`` and atomically move the result to ``path``."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def switch(moves: list[tuple[Path, Path]], record: str | os.PathLike[str], data: bytes) -> None:
+    """Replace each ``dst`` of ``moves`` by its finished ``src`` (same folder tree), then ``record`` by ``data``, back to
+    back: ``data`` is written and synced to a temp beside ``record`` before anything is replaced, so a failure up to
+    then (a full disk) leaves every old file as it was. Only a kill between the renames (microseconds) leaves a mix,
+    which the record's sha256 of the model shows (``provenance.check_torn``)."""
+    with atomic_path(record) as tmp:
+        tmp.write_bytes(data)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        for src, dst in moves:
+            os.replace(src, dst)
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> None:

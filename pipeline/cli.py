@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    from .atomic import DiskFullError
+    from .atomic import DiskFullError, NotWritableError
     from .checkpoint import ResumeError
     from .data import BadImageError, LayoutError
     from .engine import NonFiniteLoss
@@ -101,7 +101,7 @@ def _errors() -> tuple[type[BaseException], ...]:
     from .teacher_cache import StaleCacheError
 
     return (ProvenanceError, ConfigError, LayoutError, BadImageError, BudgetError, StaleCacheError, SubmissionError, ArtifactError,
-            TeacherError, ResumeError, NonFiniteLoss, LossConfigError, DiskFullError, FileNotFoundError)
+            TeacherError, ResumeError, NonFiniteLoss, LossConfigError, DiskFullError, NotWritableError, FileNotFoundError)
 
 
 def compare(runs: Sequence[str]) -> str:

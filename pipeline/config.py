@@ -14,7 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from .atomic import sha256_json, write_text
 # reading files and overrides lives in config_file.py (which imports this module only inside its functions);
 # re-exported so ``from pipeline.config import load_config`` keeps working
-from .config_file import REPO_ROOT, ConfigError, config_from_dict, load_config, parse_overrides, yaml_load  # noqa: F401
+from .config_file import REPO_ROOT, RUN_NAME, ConfigError, config_from_dict, load_config, parse_overrides, yaml_load  # noqa: F401
 from .differences import leaf_changes, shown
 from .yaml_words import settle
 
@@ -119,7 +119,7 @@ class TeacherConfig(TrainConfig):
     @model_validator(mode="after")
     def _weights_needed(self) -> "TeacherConfig":
         from .data.datasets import AUGMENTATIONS
-        from .models.teacher import is_zoo
+        from .models.teacher import check_teacher_kwargs
 
         if self.pretrained in ("file", "finetuned") and not self.weights:
             raise ValueError(f"teacher.pretrained is {self.pretrained!r} but teacher.weights is not set: "
@@ -129,10 +129,7 @@ class TeacherConfig(TrainConfig):
                              "task: set teacher.pretrained: finetuned and teacher.weights: <its .pth/.safetensors>")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment {self.augment!r} is not one of {', '.join(AUGMENTATIONS.names())}")
-        if is_zoo(self.model):
-            from .models.students import check_student_kwargs
-
-            check_student_kwargs(self.model, {"drop": self.drop_rate, **self.kwargs}, self.img_size)
+        check_teacher_kwargs(self.model, self.kwargs, self.drop_rate, self.img_size)  # a typo: here, not at its stage
         return self
 
 
@@ -171,7 +168,7 @@ class CacheConfig(_Strict):
                      "the teacher is cached on exactly that image and CE uses the mixed labels")
     mix_prob: float = Field(0.5, ge=0, le=1, description="Share of the views 1..K-1 that are mixed")
     mix_alpha: float = Field(1.0, gt=0, description="lam ~ Beta(alpha, alpha)")
-    ensemble: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]] = Field(
+    ensemble: list[Annotated[str, Field(pattern=RUN_NAME)]] = Field(
         default_factory=list, description="Runs whose fine-tuned teachers (runs/<run>/teacher) join this run's "
         "teacher: the cache holds the mean of their logits")
 
@@ -273,11 +270,11 @@ class SubmitConfig(_Strict):
 
 
 class Config(_Strict):
-    name: str = Field("", pattern=r"^$|^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+    name: str = Field("", pattern="^$|" + RUN_NAME,
                       description="Run name: one path component (runs/<name>/); default: the config file's stem")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random number generator (data order, views, init)")
     runs_dir: str = "runs"
-    teacher_from: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",  # a run in runs/, not ..
+    teacher_from: Optional[str] = Field(None, pattern=RUN_NAME,  # a run in runs/, not ..
                                         description="Use runs/<teacher_from>/teacher instead of training one (share a teacher across recipes)")
     submissions_dir: str = "submissions"
     tensorboard: Union[bool, Literal["auto"]] = Field(

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_SUFFIX = ".yaml"
+# a run name: one path component of runs/ (Config.name, teacher_from and cache.ensemble use it)
+RUN_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 
 
 def shipped_configs() -> Path:
@@ -275,9 +277,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> "Config
     for key, value in pairs:
         if (key, value) not in indexed:
             _set_dotted(raw, key, value, src)
-    raw.setdefault("name", path.stem)
-    if not raw["name"]:
+    if not raw.get("name"):
         raw["name"] = path.stem
+        if not re.match(RUN_NAME, path.stem):  # the pattern error alone would not say where the name came from
+            fix = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.") or "my-run"
+            raise ConfigError(f"config {src}: the run name (runs/<name>/) comes from the file name, and {path.stem!r} "
+                              "is not one (letters, digits, _ . - only); rename the file (e.g. "
+                              f"{fix}{path.suffix}) or set name: {fix} in it")
     try:
         cfg = Config.model_validate(raw)
         if indexed:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import write_bytes
+from .atomic import atomic_path, write_bytes
 
 
 def export_onnx(model: nn.Module, img_size: int, path: Path, opset: int = 18) -> Path:
@@ -50,13 +50,13 @@ def quantize_int8(src: Path, dst: Path) -> Path:
 
     import logging
 
-    tmp = dst.with_suffix(".tmp.onnx")
+    Path(dst).with_suffix(".tmp.onnx").unlink(missing_ok=True)  # the temp name of earlier versions, if one was killed
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.WARNING)  # the quantiser logs one INFO line per tensor on the root logger
     try:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+        with atomic_path(dst) as tmp:  # a hidden temp: what a killed export leaves, the next one removes
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
-    tmp.replace(dst)
     return dst

@@ -14,6 +14,8 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
+from .atomic import NOT_WRITABLE, not_writable
+
 log = logging.getLogger(__name__)
 
 
@@ -32,15 +34,22 @@ def holder(lock: Path) -> str:
 @contextmanager
 def held(lock: Path, what: str) -> Iterator[None]:
     """Hold the file lock ``lock`` (created if needed) for the block; wait, with a message, while another
-    process holds it."""
+    process holds it. A folder this process cannot write is ``NotWritableError`` (one line: the folder, the fix)."""
     lock = Path(lock)
-    lock.parent.mkdir(parents=True, exist_ok=True)
     fl = FileLock(str(lock))
     try:
-        fl.acquire(timeout=0)
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fl.acquire(timeout=0)
+        except Timeout:
+            log.warning("%s is in use by %s: waiting for it to finish (Ctrl-C to stop waiting)", what, holder(lock))
+            fl.acquire()
     except Timeout:
-        log.warning("%s is in use by %s: waiting for it to finish (Ctrl-C to stop waiting)", what, holder(lock))
-        fl.acquire()
+        raise
+    except OSError as exc:  # a read-only runs folder: one line naming it, not the raw error on .lock
+        if exc.errno in NOT_WRITABLE:
+            raise not_writable(lock.parent, exc, f"{what} writes there") from None
+        raise
     try:
         _owner_file(lock).write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}: "
                                      f"{' '.join(sys.argv)[:300]}\n")

@@ -10,11 +10,16 @@
   naming the stage folder, what is wrong, and the one command that rebuilds from that stage down
   (``distil all --from <stage>``).
 
+* **Switch.** A training stage writes its model to ``pending/`` and replaces the deployable file and its record
+  together when it finishes (``RunDir.finish``, ``atomic.switch``): a retrain that fails leaves the old pair.
+
 Records without a ``provenance`` section (written by an older version) are accepted when finished and unlocked.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -23,6 +28,17 @@ from .atomic import sha256_file, sha256_json
 RECORD = "done.json"
 # the deployable file of each kind of stage: the record names its sha256
 ARTIFACTS = {"teacher": "teacher.safetensors", "cache": "manifest.json", "student": "student.safetensors"}
+
+
+# a training stage writes its best model to <stage folder>/pending/ (``pending``) while it trains; the deployable file
+# and its record are replaced together when the stage finishes (``RunDir.finish``): a retrain that fails leaves the
+# old pair whole and usable
+PENDING = "pending"
+
+
+def pending(folder: Path) -> Path:
+    """Where the stage in ``folder`` writes the model it is training (``<stem>.safetensors`` + ``<stem>.json``)."""
+    return Path(folder) / PENDING
 
 
 class ProvenanceError(RuntimeError):
@@ -69,10 +85,35 @@ def _key(runs: Path, folder: Path) -> str:
 
 
 def being_written(folder: Path) -> bool:
-    """Another process holds ``folder/.lock`` (a stage is writing it now)."""
+    """Another process holds ``folder/.lock`` (a stage is writing it now). The probe takes a *shared* lock on the
+    lock file opened read-only: it conflicts with a writer's exclusive lock, not with other readers (two DDP ranks
+    probing at once), and needs no write access: in a folder this process cannot write, the probe still sees a
+    writer (another user's) that holds the lock. No lock file: nobody has written the folder since it was made."""
+    lock = Path(folder) / ".lock"
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): the writer's own lock, tried and released
+        return _being_written_portable(lock)
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:  # missing, or unreadable to us: no writer's lock we could see
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            return True
+        raise
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _being_written_portable(lock: Path) -> bool:
     from filelock import FileLock, Timeout
 
-    lock = Path(folder) / ".lock"
     if not lock.exists():
         return False
     fl = FileLock(str(lock))
@@ -80,7 +121,7 @@ def being_written(folder: Path) -> bool:
         fl.acquire(timeout=2.0, poll_interval=0.05)
     except Timeout:
         return True
-    except OSError:  # a read-only runs folder: nobody can be writing it
+    except OSError:  # a read-only runs folder: this probe cannot tell
         return False
     fl.release()
     return False
@@ -101,11 +142,12 @@ def check_torn(folder: Path, rec: dict[str, Any]) -> Optional[str]:
 
 
 def require(runs: Path, folder: Path, today: Mapping[str, Optional[str]], command: Callable[[Path, str, bool], str],
-            own: Optional[Path] = None, _seen: Optional[set[str]] = None) -> dict[str, Any]:
+            own: Optional[Path] = None, _seen: Optional[set[str]] = None, mine: frozenset[Path] = frozenset()) -> dict[str, Any]:
     """Accept the stage folder ``folder`` (and, first, everything it was built from) or raise ``ProvenanceError``.
     ``today``: the content keys of the inputs as they are now (compared with what each record names, for stage
     folders inside ``own``, this run's folder); ``command(folder, kind, False)``: the command that rebuilds from
-    that stage down (``True``: the command that runs that stage alone). Returns the record."""
+    that stage down (``True``: the command that runs that stage alone); ``mine``: stage folders whose lock this
+    process holds (``export`` holds the student's while it reads it): not probed. Returns the record."""
     folder = Path(folder)
     seen = _seen if _seen is not None else set()
     where = _key(runs, folder)
@@ -114,7 +156,7 @@ def require(runs: Path, folder: Path, today: Mapping[str, Optional[str]], comman
     def refuse(why: str, k: str = "") -> ProvenanceError:
         return ProvenanceError(f"{where} {why}; rebuild from there down with: {command(folder, k or kind, False)}")
 
-    if being_written(folder):
+    if folder.resolve() not in mine and being_written(folder):
         from .locks import holder
 
         raise ProvenanceError(f"{where} is being written now by {holder(folder / '.lock')[:200]}: wait for it to "
@@ -129,7 +171,7 @@ def require(runs: Path, folder: Path, today: Mapping[str, Optional[str]], comman
     for up in prov.get("upstream", {}):
         if up not in seen:
             seen.add(up)
-            require(runs, Path(runs) / up, today, command, own, seen)
+            require(runs, Path(runs) / up, today, command, own, seen, mine)
     torn = check_torn(folder, rec)
     if torn:  # re-running the stage rewrites its model from last.pt, or refuses with its --force command
         raise ProvenanceError(f"{where} {torn}; run the {kind} stage: {command(folder, kind, True)}")

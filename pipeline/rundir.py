@@ -4,6 +4,7 @@ lines that re-run a stage (for messages)."""
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import shutil
 import sys
@@ -12,11 +13,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from . import distributed, provenance
-from .atomic import remove_stale_temps, write_json
+from .atomic import NotWritableError, remove_stale_temps, switch, write_json
 from .config import Config
 from .confidence import accuracy_interval
 from .locks import held
 
+
+log = logging.getLogger(__name__)
 
 # files made from a stage's deployable file by a later tool: removed when the stage trains new weights
 DERIVED = {"student": ("student.onnx", "student.int8.onnx", "export.json")}
@@ -55,6 +58,7 @@ class RunDir:
         self.force = force  # start the stage over: no resume, no reuse
         self._locks = ExitStack()
         self._held: set[str] = set()
+        self.read_only = False  # a reading stage found the runs folder read-only (see reading())
 
     def __enter__(self) -> "RunDir":
         return self
@@ -78,6 +82,18 @@ class RunDir:
                 self.cfg.save(d / "config.yaml")
         return d
 
+    def reading(self, name: str) -> Optional[Path]:
+        """``stage(name)`` for a stage that only reads the run (``submit`` without an upload): where the runs folder
+        cannot be written (read-only mount, another user's), None and a warning instead of an error, and
+        ``update_summary`` leaves summary.json as it is. No writer can hold a lock there that this process could not
+        see: ``provenance.being_written`` probes it read-only."""
+        try:
+            return self.stage(name)
+        except NotWritableError as exc:
+            log.warning("%s. This stage only reads the run: it goes on, without updating summary.json", exc)
+            self.read_only = True
+            return None
+
     def command(self, stage: str, force: bool = False) -> str:
         """The command line that re-runs ``stage`` with the same config and overrides (``--force``: over)."""
         cfg_path = self.config_path
@@ -98,7 +114,8 @@ class RunDir:
         """Accept the upstream stage folders ``folders`` only when finished, not being written, whole and current
         (``today``: content keys of the inputs now); else ``provenance.ProvenanceError`` (pipeline/provenance.py)."""
         for f in folders:
-            provenance.require(self.cfg.path(self.cfg.runs_dir), f, today or {}, self.rebuild_command, own=self.root)
+            provenance.require(self.cfg.path(self.cfg.runs_dir), f, today or {}, self.rebuild_command, own=self.root,
+                               mine=frozenset(Path(p).parent.resolve() for p in self._held))
 
     def rebuild_command(self, folder: Path, kind: str, alone: bool = False) -> str:
         """The one command that rebuilds the stage ``kind`` in ``folder`` and every stage after it (``alone``:
@@ -113,21 +130,22 @@ class RunDir:
     def finish(self, out: Path, section: Optional[str], result: dict[str, Any], trained: bool = True,
                kind: Optional[str] = None, inputs: Optional[dict[str, Optional[str]]] = None,
                upstream: Sequence[Path] = ()) -> dict[str, Any]:
-        """Record a finished stage: ``summary.json`` section (if any) and ``<out>/done.json`` (rank 0 only).
-        ``trained=False`` (a finished stage run again: nothing was trained) keeps the wall time of the run that
-        did the work, so the record still says what the stage cost. ``kind``: the record gets its provenance
-        (``provenance.stamp``: ``inputs``' content keys, the ``upstream`` folders' identities); a stage that
-        trained drops what was derived from its old weights (``DERIVED``)."""
-        if kind is not None and not trained:  # reused: the deployable file must still be the one recorded
+        """Record a finished stage: ``<out>/done.json`` and the ``summary.json`` section (if any), rank 0 only.
+        A model the stage trained waits in ``pending/`` (``provenance.pending``): it and its record replace the old
+        pair back to back (``_switch``), so a failure before leaves the old pair. ``trained=False`` with nothing
+        pending (a finished stage run again) checks the deployable file is still the recorded one and keeps the wall
+        time of the run that did the work. ``kind``: the record gets its provenance (``provenance.stamp``:
+        ``inputs``' content keys, the ``upstream`` folders' identities); a new model drops what was derived from
+        the old one (``DERIVED``)."""
+        new = provenance.pending(out)
+        switching = kind in provenance.ARTIFACTS and (new / provenance.ARTIFACTS[kind]).is_file()
+        if kind is not None and not trained and not switching and distributed.is_main():  # reused: still the recorded file?
             before_rec = provenance.read_record(out)
             torn = provenance.check_torn(out, before_rec) if before_rec else None
             if torn:
                 raise provenance.ProvenanceError(f"{self.relative(out)}: {torn}; start it over with: "
                                                  f"{self.command(section or kind, force=True)}")
-        if kind is not None and trained and distributed.is_main():
-            for name in DERIVED.get(kind, ()):
-                (out / name).unlink(missing_ok=True)
-        if not trained:
+        if not trained and not switching:
             try:
                 before = json.loads((out / "done.json").read_text())
             except (OSError, ValueError):
@@ -137,17 +155,32 @@ class RunDir:
         if "val_acc" in result and isinstance(result.get("val_images"), int):  # the accuracy's 95% interval
             result = {**result, "val_acc_ci95": accuracy_interval(float(result["val_acc"]), result["val_images"])}
         if kind is not None:
-            result = {**result, "provenance": provenance.stamp(self.cfg.path(self.cfg.runs_dir), out, kind,
-                                                               inputs or {}, list(upstream))}
+            result = {**result, "provenance": provenance.stamp(self.cfg.path(self.cfg.runs_dir), new if switching else out,
+                                                               kind, inputs or {}, list(upstream))}
         if distributed.is_main():
+            if switching:
+                self._switch(out, new, result)
+                for name in DERIVED.get(str(kind), ()):
+                    (out / name).unlink(missing_ok=True)
+            else:
+                write_json(out / "done.json", result)
             if section:
                 self.update_summary(section, {k: v for k, v in result.items() if k != "provenance"})
-            write_json(out / "done.json", result)
         return result
+
+    def _switch(self, out: Path, new: Path, record: dict[str, Any]) -> None:
+        """Replace the deployable model in ``out`` by the one in ``new`` (its weights, then its description) and
+        ``out/done.json`` by ``record``, back to back (``atomic.switch``); ``new`` is removed."""
+        files = sorted(new.iterdir(), key=lambda p: p.suffix != ".safetensors")
+        switch([(p, out / p.name) for p in files], out / "done.json",
+               (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode())
+        shutil.rmtree(new, ignore_errors=True)
 
     def update_summary(self, section: str, values: Any) -> dict[str, Any]:
         """Merge ``{section: values}`` into ``summary.json`` (atomically)."""
         p = self.root / "summary.json"
+        if self.read_only:
+            return self.summary()
         self.root.mkdir(parents=True, exist_ok=True)
         with held(self.root / ".summary.lock", f"{self.relative(p)}"):  # read-modify-write: one process at a time
             data: dict[str, Any] = {}

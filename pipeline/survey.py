@@ -94,7 +94,9 @@ def starter_config(s: Survey, root: str) -> dict[str, Any]:
         "data": {"root": root, "image_size": int(max(student_size, min(side, 128)))},
         "teacher": {"model": "tf_efficientnet_lite0", "pretrained": "wheel", "img_size": teacher_size, "epochs": 6,
                     "batch_size": 64, "lr": 1.0e-3, "warmup_epochs": 0.3, "aug_scale_min": 0.6},
-        "cache": {"views": 4, "scale_min": 0.6},
+        # distilling on the unlabelled test images too (teacher targets only) generalises: +6 points on a
+        # 10-breed dog set a new user tried (issue 26); check your competition's rules on using them
+        "cache": {"views": 4, "scale_min": 0.6, **({"unlabeled": True} if s.layout.test else {})},
         "student": {"model": "dwsep", "img_size": student_size, "epochs": 30, "batch_size": 128,
                     "lr": 5.0e-3, "warmup_epochs": 1,
                     "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "kwargs": {"temperature": 4.0}}]},

@@ -6,17 +6,7 @@ accuracy each epoch to Optuna's pruner. Several workers — ``--workers K`` proc
 command on other machines — share one study through Optuna's storage: a journal file by default, any
 RDB URL (``sqlite:///x.db``, ``postgresql://...``) for many machines.
 
-The search space is YAML::
-
-    study: food10-mini-kd            # optional (default: the space file's stem)
-    objectives: [val_acc]            # or [val_acc, macs]: a Pareto front (no pruning then)
-    pruner: median                   # median | asha | none
-    sampler: tpe                     # tpe | random
-    fixed: {student.epochs: 20}      # overrides every trial gets
-    params:
-      student.losses.1.kwargs.temperature: {type: float, low: 1.0, high: 8.0, log: true}
-      student.kwargs.width: {type: float, low: 0.6, high: 1.1}
-      student.model: {type: categorical, choices: [dwsep, ghost]}
+The search space is YAML: its schema and an example are in ``search_space.py``.
 """
 from __future__ import annotations
 
@@ -26,105 +16,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .config import ConfigError, load_config, yaml_load
+from .search_space import OBJECTIVES, SweepError, check_space, load_space, override_value
 from .runner import run_stage
 
 log = logging.getLogger(__name__)
-OBJECTIVES = {"val_acc": "maximize", "macs": "minimize", "params": "minimize"}
-
-
-class SweepError(ValueError):
-    """A sweep's search space or storage is invalid; the message names the file and the key."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class ParamSpec(_Strict):
-    type: Literal["float", "int", "categorical"]
-    low: Optional[float] = None
-    high: Optional[float] = None
-    step: Optional[float] = None
-    log: bool = False
-    choices: Optional[list[Any]] = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> "ParamSpec":
-        if self.type == "categorical":
-            if not self.choices:
-                raise ValueError("a categorical parameter needs choices: [...]")
-        elif self.low is None or self.high is None or self.low > self.high:
-            raise ValueError(f"a {self.type} parameter needs low <= high")
-        return self
-
-    def values_to_check(self) -> list[Any]:
-        if self.type == "categorical":
-            return list(self.choices or [])
-        cast = int if self.type == "int" else float
-        return [cast(self.low), cast(self.high)]
-
-    def suggest(self, trial: Any, name: str) -> Any:
-        if self.type == "categorical":
-            return trial.suggest_categorical(name, self.choices)
-        if self.type == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
-
-
-class SweepSpace(_Strict):
-    study: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-    objectives: list[Literal["val_acc", "macs", "params"]] = Field(default_factory=lambda: ["val_acc"], min_length=1)
-    pruner: Literal["median", "asha", "none"] = "median"
-    sampler: Literal["tpe", "random"] = "tpe"
-    fixed: dict[str, Any] = Field(default_factory=dict)
-    params: dict[str, ParamSpec] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _first_is_accuracy(self) -> "SweepSpace":
-        if self.objectives[0] != "val_acc":
-            raise ValueError("the first objective must be val_acc")
-        return self
-
-
-def _yaml_value(v: Any) -> str:
-    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def load_space(path: str | Path) -> SweepSpace:
-    """Read and validate a search-space YAML (unknown keys, bad types, duplicate keys fail, naming the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SweepError(f"search space {path} not found (shipped: {', '.join(sorted(p.name for p in Path('configs/sweeps').glob('*.yaml')))})")
-    try:
-        raw = yaml_load(path.read_text())
-        space = SweepSpace.model_validate(raw)
-    except yaml.YAMLError as exc:
-        raise SweepError(f"search space {path} is not valid YAML: {exc}") from None
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
-        raise SweepError(f"invalid search space {path}:\n" + "\n".join(lines)) from None
-    for key in [*space.params, *space.fixed]:
-        if not key.startswith("student."):
-            raise SweepError(f"search space {path}: {key!r}: a sweep trains students on one teacher and one cache, "
-                             "so only student.* keys can vary (run another config for other teachers or caches)")
-    return space
-
-
-def check_space(space: SweepSpace, config: str, overrides: Sequence[str], src: str) -> None:
-    """Every parameter's extreme values (and every choice) must give a valid config: fail before any trial."""
-    base = list(overrides) + [f"{k}={_yaml_value(v)}" for k, v in space.fixed.items()]
-    for key, spec in space.params.items():
-        for v in spec.values_to_check():
-            try:
-                load_config(config, base + [f"{key}={_yaml_value(v)}"])
-            except ConfigError as exc:
-                raise SweepError(f"search space {src}: {key} = {v!r} does not give a valid config:\n{exc}") from None
 
 
 def storage_for(url: Optional[str], folder: Path) -> Any:
@@ -183,7 +83,7 @@ class Sweep:
 
         values = {k: spec.suggest(trial, k) for k, spec in self.space.params.items()}
         folder = self.trial_dir(trial.number)
-        over = (self.overrides + [f"{k}={_yaml_value(v)}" for k, v in {**self.space.fixed, **values}.items()]
+        over = (self.overrides + [f"{k}={override_value(v)}" for k, v in {**self.space.fixed, **values}.items()]
                 + [f"student.dir={folder.relative_to(self.cfg.run_dir)}"])
         trial.set_user_attr("overrides", over)
         with held(folder / ".trial.lock", f"sweep trial {trial.number}"):
@@ -200,6 +100,9 @@ class Sweep:
             macs = _macs(student, cfg.student.img_size)
             trial.set_user_attr("params", params)
             trial.set_user_attr("macs", macs)
+            if self.space.trial_seconds is not None:  # equal training time, not equal epochs
+                over = over + [f"student.epochs={self._epochs_within(student, cfg)}"]
+                trial.set_user_attr("overrides", over)
             single = len(self.space.objectives) == 1
 
             def report(row: dict[str, Any]) -> None:
@@ -211,15 +114,36 @@ class Sweep:
 
             result = run_stage("student", self.config, over, callbacks=[report])
         trial.set_user_attr("val_acc", result["val_acc"])
-        got = {"val_acc": result["val_acc"], "macs": macs, "params": params}
+        trial.set_user_attr("train_s", result["train_s"])
+        trial.set_user_attr("epochs", result["epochs"])
+        got = {"val_acc": result["val_acc"], "macs": macs, "params": params, "train_s": result["train_s"]}
         out = [got[o] for o in self.space.objectives]
         return out[0] if len(out) == 1 else out
 
     @functools.cached_property
-    def num_classes(self) -> int:
+    def layout(self) -> Any:
         from .data import open_data
 
-        return open_data(self.cfg).num_classes
+        return open_data(self.cfg)
+
+    @property
+    def num_classes(self) -> int:
+        return self.layout.num_classes
+
+    def _epochs_within(self, student: Any, cfg: Any) -> int:
+        """The trial's epochs under ``trial_seconds``: measured on this student (``trial_time``)."""
+        from .trial_time import epochs_within, step_seconds
+
+        sc = cfg.student
+        images = len(self.layout.train.labels)
+        if cfg.cache.unlabeled and any(_uses_teacher(t) for t in sc.effective_losses()):
+            images += len(self.layout.split("test").files)
+        steps = max(1, images // sc.batch_size)
+        step_s = step_seconds(student, sc.batch_size, sc.img_size, sc.channels_last)
+        epochs = epochs_within(self.space.trial_seconds, step_s, steps, sc.epochs)
+        log.info("sweep %s: %.3f s a step x %d steps: %d epochs in %.0f s", self.name, step_s, steps, epochs,
+                 self.space.trial_seconds)
+        return epochs
 
     # ---- workers ----------------------------------------------------------
     def fail_dead_trials(self, study: Any, min_age_s: float = 30.0) -> list[int]:
@@ -317,13 +241,14 @@ class Sweep:
         done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.values[0])
         rest = [t for t in trials if t.state != TrialState.COMPLETE]
         keys = list(self.space.params)
-        head = ["trial", "state", "val_acc", "params", "MMACs", *keys]
+        head = ["trial", "state", "val_acc", "params", "MMACs", "epochs", "train_s", *keys]
         rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for t in [*done[:top], *rest]:
             val = t.user_attrs.get("val_acc")
             macs = t.user_attrs.get("macs")
             cells = [str(t.number), t.state.name.lower(), f"{val:.4f}" if val is not None else "",
                      str(t.user_attrs.get("params", "")), f"{macs / 1e6:.2f}" if macs else "",
+                     str(t.user_attrs.get("epochs", "")), _fmt(t.user_attrs.get("train_s", "")),
                      *[_fmt(t.params.get(k)) for k in keys]]
             rows.append("| " + " | ".join(cells) + " |")
         counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState if any(t.state == s for t in trials)}
@@ -340,13 +265,19 @@ class Sweep:
             raise SweepError(f"study {self.name} has no completed trial yet")
         raw: dict[str, Any] = {}
         base = os.path.relpath(Path(self.config).resolve(), Path(out).resolve().parent)
+        cfg = load_config(self.config, best.user_attrs["overrides"])
+        resolved = cfg.model_dump(mode="json")
         for item in best.user_attrs["overrides"]:
             k, v = item.split("=", 1)
-            if any(p.isdigit() for p in k.split(".")):
-                continue  # list items: written below as whole lists
-            _set_dotted(raw, k, yaml_load(v), str(out))
-        cfg = load_config(self.config, best.user_attrs["overrides"])
-        raw.setdefault("student", {})["losses"] = [t.model_dump() for t in cfg.student.losses]
+            parts = k.split(".")
+            whole = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+            if whole is not None:  # a list item (losses.1..., kwargs.channels.0): the whole list, as resolved
+                k, value = ".".join(parts[:whole]), resolved
+                for p in parts[:whole]:
+                    value = value[p]
+                _set_dotted(raw, k, value, str(out))
+            else:
+                _set_dotted(raw, k, yaml_load(v), str(out))
         head = (f"# best trial {best.number} of sweep {self.name}: val_acc {best.values[0]:.4f}\n"
                 f"# submit it: .venv/bin/distil submit --config {out}\n")
         write_text(out, head + yaml.safe_dump({"base": base, "name": self.cfg.name, **raw}, sort_keys=False))

@@ -137,6 +137,18 @@ class CacheReader:
         """``{spec name: float32 array}`` of image ``index``, view ``view`` (runs in the data loader's workers)."""
         return {n: np.array(a[index, view], dtype=np.float32) for n, a in self.arrays.items()}
 
+    def rows(self, index: np.ndarray, view: np.ndarray) -> dict[str, np.ndarray]:
+        """``row`` for a batch: ``{spec name: float32 (B, ...)}`` of images ``index`` (B,), views ``view`` (B,), each
+        output read from its memmap in one fancy-index, in file order (sorted), then put back in the batch's order."""
+        index, view = np.asarray(index, np.int64), np.asarray(view, np.int64)
+        order = np.lexsort((view, index))
+        out = {}
+        for n, a in self.arrays.items():
+            got = np.asarray(a[index[order], view[order]], dtype=np.float32)
+            out[n] = np.empty_like(got)
+            out[n][order] = got
+        return out
+
 
 def _open(p: Path) -> np.ndarray:
     return np.load(p, mmap_mode="r")

@@ -139,6 +139,11 @@ class TeacherOutputs:
         """Per image, in a data loader worker: what the batch must carry for ``outputs`` (``teacher.<name>``)."""
         return {}
 
+    def rows(self, index: np.ndarray, view: np.ndarray) -> dict[str, np.ndarray]:
+        """``item`` for a batch (``index``, ``view``: (B,)): ``{key: (B, ...)}``, as collating the items stacks them."""
+        items = [self.item(int(i), int(v)) for i, v in zip(index, view)]
+        return {k: np.stack([it[k] for it in items]) for k in (items[0] if items else {})}
+
     def outputs(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Per batch, on the device: ``{spec name: float32 (B, ...)}``."""
         return {}
@@ -164,6 +169,9 @@ class CachedTeacher(TeacherOutputs):
 
     def item(self, index: int, view: int) -> dict[str, np.ndarray]:
         return {PREFIX + n: v for n, v in self.cache.row(index, view).items()}
+
+    def rows(self, index: np.ndarray, view: np.ndarray) -> dict[str, np.ndarray]:
+        return {PREFIX + n: v for n, v in self.cache.rows(index, view).items()}
 
     def outputs(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         return {s.name: batch[PREFIX + s.name].float() for s in self.specs}

@@ -99,6 +99,8 @@ def test_init_prints_what_it_found_and_writes_a_config_that_loads(tmp_path, layo
     assert ("stratified" in out) == (layout == "folders")
     cfg = load_config("configs/mine.yaml")
     assert cfg.name == "mine" and cfg.data.root == "data" and cfg.data_root == (tmp_path / "data").resolve()
+    # the unlabelled test images, where there are some, are distilled on too (a lever that generalises)
+    assert cfg.cache.unlabeled == ("unlabelled images (the submit stage" in out)
     assert main(["init", "data", "--out", "configs/mine.yaml"]) == 2  # an existing config is not replaced
     assert "--force" in capsys.readouterr().err
 

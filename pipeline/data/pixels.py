@@ -15,10 +15,10 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ..atomic import atomic_path, remove_stale_temps, require_space, sha256_file, sha256_json, write_json
+from ..atomic import NotWritableError, atomic_path, remove_stale_temps, require_space, sha256_file, sha256_json, write_json
 from ..locks import held
 from .images import load_square
-from .layout import Split
+from .layout import LayoutError, Split
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 3  # 3: EXIF orientation applied
@@ -155,8 +155,14 @@ def build_pixel_cache(
     cached = _load(folder, split.name, key, split)
     if cached is not None:
         return cached
-    with held(folder / ".lock", f"pixel cache {folder}"):
-        return _load(folder, split.name, key, split) or _build(split, size, folder, key, skip_bad, workers)
+    try:
+        with held(folder / ".lock", f"pixel cache {folder}"):
+            return _load(folder, split.name, key, split) or _build(split, size, folder, key, skip_bad, workers)
+    except NotWritableError as exc:  # a read-only runs folder (submit reading another user's run): decode, not cache
+        log.warning("%s; decoding the %d %s images in memory instead (not cached)", exc, len(split), split.name)
+        out = np.zeros((max(len(split), 1), size, size, 3), np.uint8)
+        keep, m, _ = _decode_into(out, split, size, skip_bad, workers)
+        return PixelCache(split.subset(keep), out[:m], key)
 
 
 def _build(split: Split, size: int, folder: Path, key: str, skip_bad: bool, workers: int) -> PixelCache:
@@ -164,34 +170,10 @@ def _build(split: Split, size: int, folder: Path, key: str, skip_bad: bool, work
     remove_stale_temps(folder)  # partial arrays of a killed writer
     n = len(split)
     arr_p = folder / f"{split.name}.u8"
-    bad: list[tuple[Path, str]] = []
-    keep = np.ones(n, dtype=bool)
-    jobs = [(str(f), size) for f in split.files]
     require_space(folder, max(n, 1) * size * size * 3, f"the {split.name} pixel cache ({n} images at {size} px)")
     with atomic_path(arr_p) as tmp:
         out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(max(n, 1), size, size, 3))
-        results = _map(jobs, workers)
-        for i, (img, why) in enumerate(results):
-            if img is None:
-                bad.append((split.files[i], why))
-                keep[i] = False
-                out[i] = 0
-            else:
-                out[i] = img
-        if bad and not skip_bad:
-            raise BadImageError(bad)
-        for p, why in bad:
-            log.warning("skipping unreadable image %s (%s)", p, why)
-        if split.labels is not None and bad:
-            # compact: move kept rows to the front, then truncate
-            idx = np.flatnonzero(keep)
-            for j, i in enumerate(idx):
-                if i != j:
-                    out[j] = out[i]
-            m = len(idx)
-        else:
-            keep[:] = True  # test split: placeholders keep every id
-            m = n
+        keep, m, bad = _decode_into(out, split, size, skip_bad, workers)
         out.flush()
         del out
         os.truncate(tmp, m * size * size * 3)
@@ -200,6 +182,39 @@ def _build(split: Split, size: int, folder: Path, key: str, skip_bad: bool, work
                                                "files": [str(f) for f in split.files], "bad": [[str(p), w] for p, w in bad]})
     pixels = np.memmap(arr_p, dtype=np.uint8, mode="r", shape=tuple(shape))
     return PixelCache(split.subset(keep), pixels, key)
+
+
+def _decode_into(out: np.ndarray, split: Split, size: int, skip_bad: bool,
+                 workers: int) -> tuple[np.ndarray, int, list[tuple[Path, str]]]:
+    """Decode ``split`` into the rows of ``out`` ``(N, S, S, 3)``; returns ``(keep, m, bad)``: which files are kept,
+    how many leading rows hold them, and each unreadable file with why. Bad images raise ``BadImageError`` unless
+    ``skip_bad``: then labelled files are dropped (the kept rows moved to the front), unlabelled ones left black."""
+    n = len(split)
+    bad: list[tuple[Path, str]] = []
+    keep = np.ones(n, dtype=bool)
+    for i, (img, why) in enumerate(_map([(str(f), size) for f in split.files], workers)):
+        if img is None:
+            bad.append((split.files[i], why))
+            keep[i] = False
+            out[i] = 0
+        else:
+            out[i] = img
+    if bad and not skip_bad:
+        raise BadImageError(bad)
+    if split.labels is not None and n and not keep.any():  # nothing left to train on: no empty memmap
+        raise LayoutError(f"every one of the {n} images in {split.files[0].parent} is unreadable (e.g. "
+                          f"{split.files[0].name}: {bad[0][1][:120]}); data.skip_bad skips bad images but would "
+                          "leave none: fix the files, or point data.root at the right folder")
+    for p, why in bad:
+        log.warning("skipping unreadable image %s (%s)", p, why)
+    if split.labels is None or not bad:
+        keep[:] = True  # test split: placeholders keep every id
+        return keep, n, bad
+    idx = np.flatnonzero(keep)  # compact: move kept rows to the front
+    for j, i in enumerate(idx):
+        if i != j:
+            out[j] = out[i]
+    return keep, len(idx), bad
 
 
 def _map(jobs: list[tuple[str, int]], workers: int):

@@ -44,7 +44,28 @@ def open_data(cfg: Any) -> DataLayout:
         layout.val = layout.train.subset(hold)
         layout.val.name = "val"
         layout.train = layout.train.subset(~hold)
+    if cfg.data.limit_per_split:
+        _check_limit(cfg, layout)
     return layout
+
+
+def _check_limit(cfg: Any, layout: DataLayout) -> None:
+    """``data.limit_per_split`` must leave every class some training images (1 would train without all but one class
+    and, with one image, fail in BatchNorm); else ``LayoutError`` with the smallest limit that keeps every class."""
+    missing = _classes_without_images(layout.train, layout.num_classes)
+    if not len(missing):
+        return
+    labels = np.asarray(discover(cfg.data_root, cfg.data.layout, None, cfg.data.skip_bad).train.labels)
+    need = next((k for k in range(layout.num_classes, len(labels)) if len(np.unique(
+        labels[np.linspace(0, len(labels) - 1, k).round().astype(int)])) == layout.num_classes), len(labels))
+    c = int(missing[0])
+    raise LayoutError(f"data.limit_per_split={cfg.data.limit_per_split} keeps {len(layout.train)} training images and "
+                      f"class {c} ({layout.class_names[c][:40]}) gets none of them ({len(missing)} of {layout.num_classes} "
+                      f"classes do): set data.limit_per_split to at least {need}, or remove it")
+
+
+def _classes_without_images(split: Any, num_classes: int) -> np.ndarray:
+    return np.flatnonzero(np.bincount(np.asarray(split.labels, dtype=np.int64), minlength=num_classes) == 0)
 
 
 def pixels(cfg: Any, layout: DataLayout, split: str) -> PixelCache:
@@ -58,15 +79,30 @@ def pixels(cfg: Any, layout: DataLayout, split: str) -> PixelCache:
                                  skip_bad=cfg.data.skip_bad, workers=workers)
 
     if distributed.world() == 1:
-        return build()
+        return _every_class(build(), layout, cfg.data.skip_bad)
     if distributed.is_main():
         try:
             out = build()
         finally:
             distributed.barrier()
-        return out
+        return _every_class(out, layout, cfg.data.skip_bad)
     distributed.barrier()
-    return build()  # rank 0 built it: this loads the cache
+    return _every_class(build(), layout, cfg.data.skip_bad)  # rank 0 built it: this loads the cache
+
+
+def _every_class(cache: PixelCache, layout: DataLayout, skip_bad: bool) -> PixelCache:
+    """The training pixels must hold every class: ``data.skip_bad`` skipping all of one class's images would
+    otherwise train without it, silently."""
+    if cache.split.name != "train" or cache.split.labels is None:
+        return cache
+    missing = _classes_without_images(cache.split, layout.num_classes)
+    if len(missing):
+        c = int(missing[0])
+        lost = next(f for f, y in zip(layout.train.files, layout.train.labels) if y == c)
+        raise LayoutError(f"every training image of class {c} ({layout.class_names[c][:40]}) is unreadable and "
+                          f"{'data.skip_bad skipped them' if skip_bad else 'none is left'} (e.g. {lost}): the run "
+                          "would train without that class. Fix or replace them, or remove the class from the data")
+    return cache
 
 
 @dataclass

@@ -115,3 +115,52 @@ def render_mixed(pixels: Any, views: np.ndarray, mixes: Optional[np.ndarray], i:
         return img
     p, pv = int(mixes[i, k, 0]), int(mixes[i, k, 1])
     return mix_images(img, render_view(np.asarray(pixels[p]), views[p, pv], out), mixes[i, k])
+
+
+# ---- a whole batch at once ----------------------------------------------------------------------------------
+# The per-image functions above are the reference (the cache stage renders the teacher's views with them). A batch
+# is rendered into one preallocated (B, out, out, 3) array: one OpenCV call per view writing into its slot (the
+# resize is OpenCV's own, so the pixels are the per-image path's exactly), flipped and mixed in place. No per-image
+# arrays, dicts or stacking. (Resampling the whole batch in torch instead -- banded batched matmuls with OpenCV's
+# weights -- matched it to one grey level but ran ~5x slower than this loop on 2 cores: docs/speed.md.)
+
+def render_batch(pixels: Any, views: np.ndarray, index: np.ndarray, view: np.ndarray, out: int,
+                 mixes: Optional[np.ndarray] = None) -> np.ndarray:
+    """``render_mixed`` for a batch: view ``view[j]`` of image ``index[j]`` at ``out`` px, mixed with its recorded
+    partner where it has one -> uint8 (B, out, out, 3)."""
+    index, view = np.asarray(index, np.int64), np.asarray(view, np.int64)
+    imgs = np.empty((len(index), out, out, 3), np.uint8)
+    for j, (i, (x0, y0, w, h, flip)) in enumerate(zip(index.tolist(), views[index, view].tolist())):
+        crop, dst = np.asarray(pixels[i])[y0:y0 + h, x0:x0 + w], imgs[j]
+        if h == out and w == out:
+            dst[:] = crop
+        else:
+            cv2.resize(crop, (out, out), dst=dst, interpolation=cv2.INTER_AREA if min(w, h) > out else cv2.INTER_LINEAR)
+        if flip:
+            dst[:] = dst[:, ::-1]  # numpy copies an overlapping source first
+    if mixes is not None:
+        rows = mixes[index, view]
+        mixed = np.flatnonzero(rows[:, 0] >= 0)
+        if len(mixed):
+            others = render_batch(pixels, views, rows[mixed, 0].astype(np.int64), rows[mixed, 1].astype(np.int64), out)
+            mix_batch(imgs, mixed, others, rows[mixed])
+    return imgs
+
+
+def mix_batch(imgs: np.ndarray, which: np.ndarray, others: np.ndarray, rows: np.ndarray) -> None:
+    """``mix_images`` for a batch, in place: ``imgs[which[m]]`` (uint8 (B, S, S, 3)) mixed with ``others[m]`` by mix
+    row ``rows[m]`` ((M, 7)): the partner pasted into the box (CutMix; one slice copy each) or, for rows without a
+    box, blended (mixup, in float32 as ``mix_images``)."""
+    s = imgs.shape[1]
+    box = rows[:, 3:7].astype(np.float64)  # float32 fractions, as float(row[k]) reads them
+    edges = np.rint(box * s).astype(np.int64)  # x0, y0, x1, y1
+    cut = box[:, 2] > box[:, 0]
+    for m in np.flatnonzero(cut).tolist():
+        x0, y0, x1, y1 = edges[m].tolist()
+        imgs[which[m], y0:y1, x0:x1] = others[m, y0:y1, x0:x1]
+    blend = np.flatnonzero(~cut)
+    if len(blend):
+        lam = rows[blend, 2].astype(np.float32)[:, None, None, None]
+        rest = (1 - rows[blend, 2].astype(np.float64)).astype(np.float32)[:, None, None, None]
+        mine = imgs[which[blend]].astype(np.float32)
+        imgs[which[blend]] = np.clip(np.rint(lam * mine + rest * others[blend].astype(np.float32)), 0, 255).astype(np.uint8)

@@ -12,6 +12,7 @@ from typing import Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
+import torch
 from torch import nn
 
 from ..atomic import write_json, write_with
@@ -43,9 +44,35 @@ def read_meta(folder: Path, stem: str, how: str) -> dict[str, Any]:
     return meta
 
 
+# safetensors' dtype codes: a file's header must give each tensor the dtype this pipeline wrote it in
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+           "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def check_header(model: nn.Module, path: Path, how: str) -> None:
+    """Raise ``ArtifactError`` naming ``path`` and the tensor when the file's header gives a tensor of ``model``
+    another dtype or shape (an altered header: loading would cast int32 bits to floats silently, e.g. to an
+    all-NaN teacher). Reads the header only."""
+    from safetensors import safe_open
+
+    own = model.state_dict()
+    try:
+        with safe_open(str(path), "pt") as fh:
+            for k in fh.keys():
+                sl = fh.get_slice(k)
+                dtype, shape = _DTYPES.get(sl.get_dtype(), sl.get_dtype()), list(sl.get_shape())
+                if k in own and (dtype != own[k].dtype or shape != list(own[k].shape)):
+                    raise ArtifactError(f"{path}: tensor {k[:80]} is {dtype} {shape} in the file, the model's is "
+                                        f"{own[k].dtype} {list(own[k].shape)} (the file was altered or is another "
+                                        f"model's); {how}")
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"{path}: weights do not load ({type(exc).__name__}: {str(exc)[:300]}); {how}") from None
+
+
 def load_weights(model: nn.Module, folder: Path, stem: str, how: str) -> nn.Module:
-    """Load ``folder/<stem>.safetensors`` into ``model`` (every tensor must fit)."""
+    """Load ``folder/<stem>.safetensors`` into ``model`` (every tensor must fit: dtype and shape as the model's)."""
     path = Path(folder) / f"{stem}.safetensors"
+    check_header(model, path, how)
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:

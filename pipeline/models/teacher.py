@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -80,6 +81,30 @@ def build_model(name: str, num_classes: int, drop_rate: float = 0.0, img_size: O
     return timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate, **kwargs)
 
 
+def check_teacher_kwargs(name: str, kwargs: dict[str, Any], drop_rate: float = 0.0, img_size: Optional[int] = None) -> None:
+    """Raise ``ValueError`` naming the key when model ``name`` does not take one of ``kwargs`` (a typo such as
+    ``drop_rate_typo``): a zoo net's builder is checked by its signature, a timm model is built on the meta device
+    (no weights, no download, no memory). Other failures are left to the teacher stage."""
+    if is_zoo(name):
+        from .students import check_student_kwargs
+
+        check_student_kwargs(name, {"drop": drop_rate, **kwargs}, img_size)
+        return
+    if not kwargs or not timm.is_model(name):
+        return
+    try:
+        with torch.device("meta"):
+            timm.create_model(name, pretrained=False, num_classes=2, drop_rate=drop_rate, **kwargs)
+    except TypeError as exc:
+        found = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+        if found is None:
+            return
+        raise ValueError(f"teacher.kwargs: {name!r} takes no argument {found.group(1)[:60]!r} (a typo?); remove it or "
+                         "use a keyword of the model's builder (timm's create_model passes teacher.kwargs to it)") from None
+    except Exception:  # noqa: BLE001 - no meta support, or a bad value: the teacher stage reports it
+        return
+
+
 def _unpickling(exc: BaseException) -> bool:
     """``exc`` is torch's refusal of a pickle that holds more than tensors (raised as either type)."""
     return isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc)
@@ -108,6 +133,16 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     state = torch_load(path)
     return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def check_kinds(model: nn.Module, state: dict[str, torch.Tensor], path: Any) -> None:
+    """Raise ``TeacherError`` naming ``path`` when a tensor of ``state`` is an integer where ``model`` has a float, or
+    the reverse (an altered header: its bits would be cast silently); float16/bfloat16 weights are cast as usual."""
+    own = model.state_dict()
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor) and k in own and v.is_floating_point() != own[k].is_floating_point():
+            raise TeacherError(f"teacher.weights {path}: tensor {k[:80]} is {v.dtype} in the file, the model's is "
+                               f"{own[k].dtype} (the file was altered or is another model's); give the original file")
 
 
 WEIGHT_SOURCES: Registry[Callable[..., nn.Module]] = Registry("weight source")
@@ -150,7 +185,11 @@ def _from_file(name: str, num_classes: int, weights: Optional[str], drop_rate: f
             raise TeacherError(_not_tensors(weights, exc)) from None
     model = build_model(name, num_classes, drop_rate, **arch)
     try:
-        model.load_state_dict(read_state(Path(weights)))
+        state = read_state(Path(weights))
+        check_kinds(model, state, weights)
+        model.load_state_dict(state)
+    except TeacherError:
+        raise
     except (RuntimeError, ValueError) as exc:
         raise TeacherError(f"teacher.weights {weights} does not fit {name!r} with {num_classes} classes: "
                            f"{str(exc).splitlines()[0]}") from None
@@ -168,7 +207,10 @@ def _finetuned(name: str, num_classes: int, weights: Optional[str], drop_rate: f
     model = build_model(name, num_classes, drop_rate, **arch)
     try:
         state = read_state(Path(weights))
+        check_kinds(model, state, weights)
         model.load_state_dict(state)
+    except TeacherError:
+        raise
     except (RuntimeError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()
         raise TeacherError(f"teacher.weights {weights} is not a {name!r} with {num_classes} classes: "

@@ -29,16 +29,18 @@ def build_engine(cfg: "Config", rd: "RunDir", stage: str, out: Path, module: "nn
                  inputs: dict[str, str]) -> "Engine":
     """The ``Engine`` of a training stage (``teacher`` or ``student``: its section of ``cfg`` gives epochs,
     resume, EMA, ...): its checkpoint is keyed by the config sections ``identity`` and the content keys
-    ``inputs``; ``on_best(row)`` writes the deployable model to ``out``; the run's callbacks get every epoch."""
+    ``inputs``; ``on_best(row)`` writes the model to ``out/pending/`` (``RunDir.finish`` switches it in); the run's
+    callbacks get every epoch."""
     from ..engine import Engine
     from ..models.artifacts import artifact_ok
+    from ..provenance import pending
     from ..tensorboard_events import callbacks_for
 
     sec = getattr(cfg, stage)
     return Engine(module=module, loader=train_dl, val_loader=val_dl, optimizer=optimizer, scheduler=scheduler,
                   epochs=sec.epochs, out_dir=out, config=cfg.to_dict(), config_hash=cfg.digest(*identity),
                   config_changes=lambda old: cfg.changes_since(old, *identity), on_best=on_best,
-                  best_ok=lambda: artifact_ok(out, stage), inputs=inputs, rerun_cmd=rd.command(stage, force=True),
+                  best_ok=lambda: artifact_ok(pending(out) if pending(out).is_dir() else out, stage), inputs=inputs, rerun_cmd=rd.command(stage, force=True),
                   precision=precision, resume=sec.resume == "auto" and not rd.force,
                   max_steps_per_epoch=sec.max_steps_per_epoch, resume_cmd=rd.command(stage), sync_bn=sec.sync_bn,
                   compile=sec.compile, ema_decay=sec.ema, live_every=sec.val_live_every,

@@ -21,10 +21,13 @@ from ..rundir import RunDir
 @STAGES.register("export", order=10, help="the student as ONNX (+ int8) with a parity check")
 def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     t0 = time.time()
-    folder = cfg.run_dir / cfg.student.dir
     layout = open_data(cfg)
-    rd.require(folder, today={"train images": pixels(cfg, layout, "train").key})
-    folder = rd.stage(cfg.student.dir, save_config=False)  # the student's lock: no retraining while exporting
+    today = {"train images": pixels(cfg, layout, "train").key}
+    rd.require(cfg.run_dir / cfg.student.dir, today=today)  # refused here, nothing is made (nor a folder, nor a lock)
+    # then the student's lock (what a killed export left is removed), and the checks again under it: nothing can
+    # retrain the student between the checks and the export
+    folder = rd.stage(cfg.student.dir, save_config=False)
+    rd.require(folder, today=today)
     model, meta = load_student(folder, cfg.student.budget, f"run it first: {rd.command('student')}")
     val = pixels(cfg, layout, "val")
     norm = Normalize(meta["mean"], meta["std"])

@@ -9,6 +9,7 @@ import torch
 from . import STAGES, build_engine
 from ..config import Config
 from ..data import distill_set, open_data, pixels
+from ..data.evaluation import check_evaluation
 from ..data.datasets import Normalize, PlainImages, ViewImages, loader
 from ..engine import device
 from ..optim import optimization
@@ -17,8 +18,8 @@ from ..losses.criterion import Criterion
 from ..losses.terms import bind_terms, teacher_specs
 from ..models import check_budget, check_count, create_student, predicted_params, save_artifact
 from ..precision import resolve
+from ..provenance import pending
 from ..rundir import RunDir
-from ..submission import read_sample
 from ..tasks import Distiller
 from ..teachers import open_teacher
 
@@ -36,7 +37,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     terms = bind_terms(cfg)
     uses_teacher = any(t.uses_teacher for t in terms)
     layout = open_data(cfg)
-    read_sample(layout.sample_submission)  # a sample the submit stage would refuse is refused before training
+    check_evaluation(layout, cfg.data.skip_bad)  # what submit would refuse is refused before training
     counted = predicted_params(sc.model, layout.num_classes, sc.kwargs)
     if counted is not None:  # a family with an analytic count is gated before it is built
         check_count(counted, sc.budget, f"student {sc.model!r}")
@@ -74,7 +75,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
             "std": list(norm[1]), "params": params, "budget": sc.budget}
 
     def on_best(row: dict[str, Any]) -> None:
-        save_artifact(out, "student", student, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
+        save_artifact(pending(out), "student", student, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
 
     inputs = {"train images": images.pixel_key, "validation images": val.key}
     if images.unlabeled_key:

@@ -11,6 +11,7 @@ import torch
 from . import STAGES, build_engine
 from ..config import Config
 from ..data import open_data, pixels
+from ..data.evaluation import check_evaluation
 from ..data.datasets import AugmentedImages, Normalize, PlainImages, loader
 from ..engine import device
 from ..optim import optimization
@@ -18,8 +19,8 @@ from ..models import count_params, save_artifact
 from ..models.teacher import TeacherError, create_teacher, teacher_norm
 from ..precision import resolve
 from ..predict import accuracy, predict_logits
+from ..provenance import pending
 from ..rundir import RunDir
-from ..submission import read_sample
 from ..tasks import Classification
 
 
@@ -39,7 +40,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
         result = {**json.loads(done.read_text()), "shared_from": cfg.teacher_from}
         return rd.finish(rd.stage("teacher"), "teacher", result)
     layout = open_data(cfg)
-    read_sample(layout.sample_submission)  # a sample the submit stage would refuse is refused before training
+    check_evaluation(layout, cfg.data.skip_bad)  # what submit would refuse is refused before training
     val = pixels(cfg, layout, "val")
     dev = device()
     model = create_teacher(tc.model, layout.num_classes, tc.pretrained, tc.weights, tc.drop_rate, tc.img_size, tc.kwargs)
@@ -64,7 +65,7 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
     opt, sched = optimization(tc, task.parameters(), len(train_dl))
 
     def on_best(row: dict[str, Any]) -> None:
-        save_artifact(out, "teacher", model, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
+        save_artifact(pending(out), "teacher", model, {**meta, "val_acc": row["val_acc"], "epoch": row["epoch"]})
 
     engine = build_engine(cfg, rd, "teacher", out, task, train_dl, val_dl, opt, sched, precision, IDENTITY, on_best,
                           {"train images": train.key, "validation images": val.key})
@@ -87,7 +88,7 @@ def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any
     with precision.autocast():
         logits = predict_logits(task.model, dl, task.norm, next(task.parameters()).device)
     acc = accuracy(logits, val.split.labels)
-    save_artifact(out, "teacher", task.model, {**meta, "val_acc": acc, "epoch": 0})
+    save_artifact(pending(out), "teacher", task.model, {**meta, "val_acc": acc, "epoch": 0})  # switched in by finish
     cfg.save(out / "config.yaml")
     result = {"name": cfg.teacher.model, "params": meta["params"], "val_acc": acc, "val_images": len(val.split.labels),
               "epochs": 0,
