@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pipeline.cli import main
-from tests.conftest import tiny_config
+from tests.conftest import built_once, tiny_config
 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 
@@ -35,11 +35,9 @@ def torchrun(*args: str, module: str = "pipeline") -> subprocess.CompletedProces
 KINDS = ("plain", "bn", "unused")
 
 
-@pytest.fixture(scope="module")
-def worker_runs(tmp_path_factory) -> dict[str, tuple[dict, list[dict]]]:
-    """``tests.ddp_worker`` alone (standing in for 2 ranks) and under torchrun, every kind in one launch each (a
-    process start costs seconds of imports): per kind, the one-process state and each rank's."""
-    root = tmp_path_factory.mktemp("ddp_worker")
+def launch_worker_runs(root: Path) -> None:
+    """``tests.ddp_worker`` alone (standing in for 2 ranks) into ``root/one`` and under torchrun into ``root/two``,
+    every kind in one launch each (a process start costs seconds of imports)."""
     one, two = root / "one", root / "two"
     one.mkdir()
     two.mkdir()
@@ -49,8 +47,16 @@ def worker_runs(tmp_path_factory) -> dict[str, tuple[dict, list[dict]]]:
     assert res.returncode == 0, res.stderr[-3000:]
     res = torchrun(str(two), "8", ",".join(KINDS), module="tests.ddp_worker")
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def worker_runs(tmp_path_factory) -> dict[str, tuple[dict, list[dict]]]:
+    """Per kind, the one-process state and each rank's: launched once for the tests here, whichever xdist worker
+    runs them."""
+    root = built_once(tmp_path_factory, "ddp_worker", launch_worker_runs)
     load = lambda p: torch.load(p, weights_only=True)  # noqa: E731
-    return {k: (load(one / f"{k}.pt"), [load(two / f"{k}.pt"), load(two / f"{k}.pt.rank1")]) for k in KINDS}
+    return {k: (load(root / "one" / f"{k}.pt"), [load(root / "two" / f"{k}.pt"), load(root / "two" / f"{k}.pt.rank1")])
+            for k in KINDS}
 
 
 def run_worker(runs: dict[str, tuple[dict, list[dict]]], kind: str) -> tuple[dict, list[dict]]:
@@ -67,7 +73,6 @@ def assert_same_state(ref: dict, got: dict, what: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ddp_worker")  # one worker_runs for the three
 def test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch(worker_runs):
     a, ranks = run_worker(worker_runs, "plain")
     moved = max(float((w - a["initial"][k]).abs().max()) for k, w in a["weights"].items() if w.is_floating_point())
@@ -83,7 +88,6 @@ def test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch(worker
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ddp_worker")  # one worker_runs for the three
 def test_batchnorm_statistics_are_averaged_over_ranks_before_validation_and_checkpoint(worker_runs):
     """Without SyncBatchNorm each rank normalises by its own share of the batch (the one-process run does the same per
     share); every rank's running statistics, live and in the EMA, must end as their mean over ranks, the same on
@@ -98,7 +102,6 @@ def test_batchnorm_statistics_are_averaged_over_ranks_before_validation_and_chec
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ddp_worker")  # one worker_runs for the three
 def test_a_layer_no_loss_reaches_does_not_stop_ddp(worker_runs):
     a, ranks = run_worker(worker_runs, "unused")
     for b in ranks:

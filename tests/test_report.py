@@ -23,7 +23,6 @@ def report(_prebuilt, tmp_path_factory):
     return root / "runs" / "tiny" / "report.html"
 
 
-@pytest.mark.xdist_group("report")  # one report fixture for both
 def test_report_is_self_contained(report):
     text = report.read_text()
     for key in ('id="summary"', 'id="budget"', 'id="architecture"', 'id="layers"', "Mult-Adds", "Param #",
@@ -35,7 +34,6 @@ def test_report_is_self_contained(report):
         "confusion_student.png", "confusion_teacher.png", "curves.png", "mistakes.png", "terms.png"]
 
 
-@pytest.mark.xdist_group("report")
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (.ci/run installs Debian's chromium)")
 def test_report_renders_in_headless_chromium(report, tmp_path):
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
