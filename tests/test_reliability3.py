@@ -200,6 +200,27 @@ def test_export_holds_the_student_lock_and_cleans_what_a_killed_export_left(buil
     assert not list(folder.glob("*.tmp*")) and not list(folder.glob(".*.tmp"))
 
 
+def test_export_checks_the_student_again_under_its_lock(built, capsys, monkeypatch):
+    """A retrain that starts between export's first checks and its lock (here: its record gone, as a student
+    stopped before finishing leaves it) is seen under the lock: nothing is exported from it."""
+    import pipeline.rundir as rundir
+
+    assert run(built, "student") == 0
+    folder = built.parent / "runs" / "tiny" / "student"
+    real = rundir.RunDir.stage
+
+    def stage(self, name, *a, **k):
+        if name == "student":
+            (folder / "done.json").unlink(missing_ok=True)
+        return real(self, name, *a, **k)
+
+    monkeypatch.setattr(rundir.RunDir, "stage", stage)
+    capsys.readouterr()
+    assert run(built, "export") == 2
+    assert "tiny/student is unfinished" in one_line_error(capsys)
+    assert not (folder / "student.onnx").exists()
+
+
 # ---- (e) tampered safetensors ---------------------------------------------------------------------------------
 
 def tamper_dtype(path: Path) -> str:
