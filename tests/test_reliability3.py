@@ -250,7 +250,8 @@ def test_a_tampered_teacher_in_a_run_is_refused_naming_the_file(built, capsys):
     assert "teacher.safetensors" in line and name in line and "int32" in line
 
 
-def test_a_tampered_teacher_weights_file_is_refused_naming_the_file(tmp_path, hw13, capsys):
+@pytest.mark.parametrize("source", ["finetuned", "file"])
+def test_a_tampered_teacher_weights_file_is_refused_naming_the_file(tmp_path, hw13, capsys, source):
     from safetensors.torch import save_file
 
     from pipeline.models.teacher import build_model
@@ -259,7 +260,7 @@ def test_a_tampered_teacher_weights_file_is_refused_naming_the_file(tmp_path, hw
     model = build_model("test_efficientnet", 3)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     name = tamper_dtype(weights)
-    cfg = tiny_config(tmp_path, hw13, teacher={"pretrained": "finetuned", "weights": str(weights), "epochs": 1})
+    cfg = tiny_config(tmp_path, hw13, teacher={"pretrained": source, "weights": str(weights), "epochs": 1})
     assert run(cfg, "teacher") == 2
     line = one_line_error(capsys)
     assert "mine.safetensors" in line and name in line and "int32" in line
