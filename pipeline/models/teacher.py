@@ -145,6 +145,25 @@ def check_kinds(model: nn.Module, state: dict[str, torch.Tensor], path: Any) -> 
                                f"{own[k].dtype} (the file was altered or is another model's); give the original file")
 
 
+def check_file_kinds(name: str, num_classes: int, weights: Path, kwargs: dict[str, Any]) -> None:
+    """``check_kinds`` for a ``.safetensors`` that timm's own loader reads: its header's dtypes against timm model
+    ``name`` built on the meta device (no tensors loaded twice, nothing allocated)."""
+    if Path(weights).suffix != ".safetensors":
+        return
+    from safetensors import safe_open
+
+    from .artifacts import _DTYPES
+
+    try:
+        with safe_open(str(weights), "pt") as fh:
+            dtypes = {k: _DTYPES.get(fh.get_slice(k).get_dtype()) for k in fh.keys()}
+        with torch.device("meta"):
+            ref = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    except Exception:  # noqa: BLE001 - an unreadable file or no meta support: timm's loader reports it
+        return
+    check_kinds(ref, {k: torch.empty(0, dtype=d) for k, d in dtypes.items() if d is not None}, weights)
+
+
 WEIGHT_SOURCES: Registry[Callable[..., nn.Module]] = Registry("weight source")
 
 
@@ -176,6 +195,7 @@ def _from_file(name: str, num_classes: int, weights: Optional[str], drop_rate: f
     if not weights or not Path(weights).is_file():
         raise TeacherError(f"teacher.weights file {weights!r} not found; give the path of a .pth or .safetensors")
     if not is_zoo(name):
+        check_file_kinds(name, num_classes, Path(weights), arch.get("kwargs", {}))
         try:
             return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate,
                                      pretrained_cfg_overlay={"file": str(weights)}, **arch.get("kwargs", {}))
