@@ -90,7 +90,11 @@ def check_teacher_kwargs(name: str, kwargs: dict[str, Any], drop_rate: float = 0
 
         check_student_kwargs(name, {"drop": drop_rate, **kwargs}, img_size)
         return
-    if not kwargs or not timm.is_model(name):
+    if not kwargs:
+        return
+    import timm
+
+    if not timm.is_model(name):
         return
     try:
         with torch.device("meta"):
@@ -150,6 +154,7 @@ def check_file_kinds(name: str, num_classes: int, weights: Path, kwargs: dict[st
     ``name`` built on the meta device (no tensors loaded twice, nothing allocated)."""
     if Path(weights).suffix != ".safetensors":
         return
+    import timm
     from safetensors import safe_open
 
     from .artifacts import _DTYPES
