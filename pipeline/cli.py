@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -133,59 +134,63 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+Tool = Callable[[argparse.Namespace], int]
+
+
+def _one_line_errors(errors: Callable[[], tuple[type[BaseException], ...]] = _errors) -> Callable[[Tool], Tool]:
+    """A tool that prints ``error: <message>`` and exits 2 on one of ``errors()`` (default: the errors the stages
+    turn into one line) instead of a traceback; ``errors`` is called only when something is raised (lazy imports)."""
+    def wrap(tool: Tool) -> Tool:
+        @functools.wraps(tool)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return tool(args)
+            except errors() as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        return run
+    return wrap
+
+
+@_one_line_errors(lambda: (FileNotFoundError,))
 def _demo_data(args: argparse.Namespace) -> int:
     from .data.demo import build_demo
 
-    try:
-        out = build_demo(Path(args.out))
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"demo data ready at {out}")
+    print(f"demo data ready at {build_demo(Path(args.out))}")
     return 0
 
 
+@_one_line_errors(lambda: (FileNotFoundError, ValueError))
 def _idx_data(args: argparse.Namespace) -> int:
     from .data.demo import build_idx_folders
 
-    try:
-        out = build_idx_folders(Path(args.source), Path(args.out))
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"class folders ready at {out}")
+    print(f"class folders ready at {build_idx_folders(Path(args.source), Path(args.out))}")
     return 0
 
 
+@_one_line_errors()
 def _init(args: argparse.Namespace) -> int:
     from .survey import describe, survey, write_config
 
     out = Path(args.out or f"configs/{Path(args.path).resolve().name}.yaml")
-    try:
-        found = survey(args.path)
-        print(describe(found))
-        write_config(found, args.path, out, args.force)
-    except _errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    found = survey(args.path)
+    print(describe(found))
+    write_config(found, args.path, out, args.force)
     print(f"wrote {out}\nnext: distil all --config {out}   (or: make CONFIG={out})")
     return 0
 
 
+@_one_line_errors()
 def _predict(args: argparse.Namespace) -> int:
     from .config import load_config
     from .deployment import predict_images
 
-    try:
-        if args.student:
-            folder = Path(args.student)
-        else:
-            cfg = load_config(args.config)
-            folder = cfg.run_dir / cfg.student.dir
-        text = predict_images(args.images, folder, args.topk, args.format, Path(args.out) if args.out else None)
-    except _errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.student:
+        folder = Path(args.student)
+    else:
+        cfg = load_config(args.config)
+        folder = cfg.run_dir / cfg.student.dir
+    text = predict_images(args.images, folder, args.topk, args.format, Path(args.out) if args.out else None)
     if args.out:
         print(f"wrote {args.out}")
     else:
@@ -211,13 +216,13 @@ def _submissions(args: argparse.Namespace) -> int:
 
 
 # the commands that are not pipeline stages (those come from the stage registry), by name
-TOOLS: dict[str, Callable[[argparse.Namespace], int]] = {
+TOOLS: dict[str, Tool] = {
     "demo-data": _demo_data, "idx-data": _idx_data, "init": _init, "predict": _predict, "compare": _compare, "sweep": _sweep,
     "submissions": _submissions}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:  # start-up imports torch, timm and every stage: seconds in which Ctrl-C must not print a traceback
+    try:  # start-up imports torch and every stage: seconds in which Ctrl-C must not print a traceback
         args = _parser().parse_args(argv)
         setup_logging(getattr(args, "verbose", False))
         tool = TOOLS.get(args.stage)

@@ -65,7 +65,10 @@ def identity(folder: Path) -> Optional[str]:
 def artifact_sha256(folder: Path, kind: str) -> Optional[str]:
     """sha256 of the deployable file of the ``kind`` stage in ``folder`` (None: it has none)."""
     p = Path(folder) / ARTIFACTS.get(kind, "")
-    return sha256_file(p) if kind in ARTIFACTS and p.is_file() else None
+    try:
+        return sha256_file(p) if kind in ARTIFACTS and p.is_file() else None
+    except FileNotFoundError:  # moved away meanwhile (another rank's switch from pending/)
+        return None
 
 
 def stamp(runs: Path, folder: Path, kind: str, inputs: Mapping[str, Optional[str]],

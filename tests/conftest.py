@@ -1,7 +1,10 @@
 """Tiny, deterministic fixtures: generated images in the HW13 layout under tmp_path."""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -84,25 +87,78 @@ def teacher_forward(model: torch.nn.Module, x: torch.Tensor, amp: str) -> tuple[
     return out, TOLERANCE[prec.name]
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder ``build(folder)`` filled once per test session, shared by the xdist workers (the pattern of
+    pytest-xdist's docs: the first worker to need it builds it under a file lock, the others read it). Read it,
+    never change it; copy what a test changes."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # pytest-N/, the workers' common folder
+    folder = root / f"shared-{name}"
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / ".built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def _prebuilt(tmp_path_factory) -> Path:
-    """Teacher and cache of the default tiny config, built once per session (copied by ``built``)."""
+    """Teacher and cache of the default tiny config, built once per session for all workers (copied by ``built``)."""
     from pipeline.cli import main
 
-    root = tmp_path_factory.mktemp("prebuilt")
-    data = make_hw13(root / "data")
-    cfg = tiny_config(root, data)
-    for stage in ("teacher", "cache"):
-        assert main([stage, "--config", str(cfg)]) == 0
-    return root
+    def build(root: Path) -> None:
+        cfg = tiny_config(root, make_hw13(root / "data"))
+        for stage in ("teacher", "cache"):
+            assert main([stage, "--config", str(cfg)]) == 0
+
+    return built_once(tmp_path_factory, "prebuilt", build)
 
 
 @pytest.fixture
 def built(tmp_path: Path, _prebuilt: Path) -> Path:
     """A fresh copy of a tiny run whose teacher and cache are done: data under ``tmp_path/data``, runs under
     ``tmp_path/runs``; returns its config. Tests may change anything in it."""
-    import shutil
-
     shutil.copytree(_prebuilt / "data", tmp_path / "data")
     shutil.copytree(_prebuilt / "runs", tmp_path / "runs")
     return tiny_config(tmp_path, tmp_path / "data")
+
+
+# The heaviest tests (seconds of CPU, most in the processes they start), heaviest first. `make test` runs on two
+# xdist workers that take tests one at a time (--maxschedchunk 1) in collection order: starting these first keeps
+# a long test from being the tail that one worker runs alone at the end. A name not here sorts by its `slow` mark;
+# a renamed test only loses its place. LAST: tests that read what a HEAVIEST one built once for the session
+# (``built_once``): at the end they find it built instead of waiting for the other worker to build it.
+HEAVIEST = (
+    "test_package.py::test_the_wheel_installs_and_runs_from_another_folder",
+    "test_kaggle_upload.py::test_make_submit_kaggle_uploads_through_the_twin",
+    "test_distributed.py::test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch",
+    "test_distributed.py::test_two_process_cache_equals_one_process_cache_and_student_trains",
+    "test_own_images.py::test_readme_own_images_commands_run_as_written",
+    "test_sweep.py::test_racing_workers_start_exactly_the_trials_asked_for",
+    "test_sweep.py::test_two_workers_share_one_study_without_losing_or_repeating_trials",
+    "test_engine.py::test_sigterm_during_a_cli_run_saves_and_says_how_to_resume",
+    "test_kaggle_notebook.py::test_the_notebook_guide_runs_as_written",
+    "test_reliability.py::test_data_changed_after_training_is_refused_then_rerun",
+    "test_sweep.py::test_a_killed_worker_leaves_its_trial_marked_failed",
+)
+LAST = (
+    "test_distributed.py::test_batchnorm_statistics_are_averaged_over_ranks_before_validation_and_checkpoint",
+    "test_distributed.py::test_a_layer_no_loss_reaches_does_not_stop_ddp",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``HEAVIEST`` first, then the other ``slow`` tests, then the rest in their usual order, ``LAST`` last."""
+    def rank(item: pytest.Item) -> int:
+        name = item.nodeid.split("/")[-1]
+        if name in HEAVIEST:
+            return HEAVIEST.index(name)
+        if name in LAST:
+            return len(HEAVIEST) + 3
+        return len(HEAVIEST) + (1 if item.get_closest_marker("slow") else 2)
+
+    items.sort(key=rank)  # stable: ties keep their order

@@ -2,14 +2,21 @@
 steps from a fixed seed with SGD (whose step, unlike Adam's, scales with the gradient, so a sum instead of a mean
 over ranks shows); every rank saves its initial and trained state, its EMA and the history.
 
-    python -m tests.ddp_worker OUT.pt GLOBAL_BATCH [plain|bn|unused] [RANKS]
+    python -m tests.ddp_worker OUT_DIR GLOBAL_BATCH [KIND[,KIND...]] [RANKS]
+    python -m tests.ddp_worker --cli "STAGE --config ..." ["STAGE --config ..." ...]
 
-``plain``: a BatchNorm-free net. ``bn``: a BatchNorm student with an EMA of the weights; run alone with ``RANKS``
-> 1 its BatchNorm takes the batch statistics of each rank's share of the global batch (what DDP without SyncBatchNorm
-computes) and its running statistics average theirs. ``unused``: a net with a layer no loss reaches.
+Each KIND, in turn and from the same seed, writes ``OUT_DIR/KIND.pt`` (rank r > 0: ``KIND.pt.rank<r>``); one
+launch serves several tests (each process start imports torch: seconds). ``plain``: a BatchNorm-free net. ``bn``: a
+BatchNorm student with an EMA of the weights; run alone with ``RANKS`` > 1 its BatchNorm takes the batch statistics
+of each rank's share of the global batch (what DDP without SyncBatchNorm computes) and its running statistics average
+theirs. ``unused``: a net with a layer no loss reaches.
+
+``--cli``: ``distil`` (``pipeline.cli.main``) with each argument's words, one after the other in the same processes,
+as ``distil all`` runs its stages; exits with the first non-zero code.
 """
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -66,8 +73,7 @@ class Net(nn.Module):
         return {"loss": loss, "ce": loss.detach()}
 
 
-def main(out: str, global_batch: int, kind: str = "plain", ranks: int = 0) -> None:
-    distributed.init()
+def run(out_dir: Path, global_batch: int, kind: str = "plain", ranks: int = 0) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -82,13 +88,32 @@ def main(out: str, global_batch: int, kind: str = "plain", ranks: int = 0) -> No
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.SGD(model.parameters(), lr=0.5 if kind != "bn" else 0.2)
     eng = Engine(module=model, loader=dl, val_loader=val, optimizer=opt, scheduler=cosine_schedule(opt, 100),
-                 epochs=2, out_dir=Path(out).parent / f"run{distributed.world()}", config={}, config_hash="h",
+                 epochs=2, out_dir=out_dir / f"{kind}-run{distributed.world()}", config={}, config_hash="h",
                  resume=False, ema_decay=0.9 if kind == "bn" else None)
     eng.fit()
-    path = out if distributed.is_main() else f"{out}.rank{distributed.rank()}"
+    path = out_dir / f"{kind}.pt"
+    path = path if distributed.is_main() else Path(f"{path}.rank{distributed.rank()}")
     torch.save({"initial": initial, "weights": model.state_dict(), "ema": eng.ema, "history": eng.history,
                 "find_unused": bool(getattr(eng.wrapped, "find_unused_parameters", False))}, path)
 
 
+def main(out: str, global_batch: int, kinds: str = "plain", ranks: int = 0) -> None:
+    distributed.init()
+    for kind in kinds.split(","):
+        run(Path(out), global_batch, kind, ranks)
+
+
+def cli(commands: list[str]) -> int:
+    from pipeline.cli import main as distil
+
+    for command in commands:
+        code = distil(shlex.split(command))
+        if code:
+            return code
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--cli":
+        sys.exit(cli(sys.argv[2:]))
     main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:4], *(int(a) for a in sys.argv[4:5]))

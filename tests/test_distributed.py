@@ -3,6 +3,7 @@ the same global batch, the cache they build equals the one-process cache, and a 
 epoch trains and checkpoints."""
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from pipeline.cli import main
-from tests.conftest import tiny_config
+from tests.conftest import built_once, tiny_config
 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 
@@ -31,16 +32,38 @@ def torchrun(*args: str, module: str = "pipeline") -> subprocess.CompletedProces
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
-def run_worker(tmp_path: Path, kind: str) -> tuple[dict, list[dict]]:
-    """``tests.ddp_worker`` alone (standing in for 2 ranks) and under torchrun: the one-process state, each rank's."""
-    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
-    res = subprocess.run([sys.executable, "-m", "tests.ddp_worker", str(one), "8", kind, "2"], capture_output=True,
-                         text=True, timeout=300, env={**os.environ, "WORLD_SIZE": "1", "OMP_NUM_THREADS": "1"})
+KINDS = ("plain", "bn", "unused")
+
+
+def launch_worker_runs(root: Path) -> None:
+    """``tests.ddp_worker`` alone (standing in for 2 ranks) into ``root/one`` and under torchrun into ``root/two``,
+    every kind in one launch each (a process start costs seconds of imports)."""
+    one, two = root / "one", root / "two"
+    one.mkdir()
+    two.mkdir()
+    res = subprocess.run([sys.executable, "-m", "tests.ddp_worker", str(one), "8", ",".join(KINDS), "2"],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "WORLD_SIZE": "1", "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
-    res = torchrun(str(two), "8", kind, module="tests.ddp_worker")
+    res = torchrun(str(two), "8", ",".join(KINDS), module="tests.ddp_worker")
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def worker_runs(tmp_path_factory) -> dict[str, tuple[dict, list[dict]]]:
+    """Per kind, the one-process state and each rank's: launched once for the tests here, whichever xdist worker
+    runs them."""
+    root = built_once(tmp_path_factory, "ddp_worker", launch_worker_runs)
     load = lambda p: torch.load(p, weights_only=True)  # noqa: E731
-    return load(one), [load(two), load(f"{two}.rank1")]
+    return {k: (load(root / "one" / f"{k}.pt"), [load(root / "two" / f"{k}.pt"), load(root / "two" / f"{k}.pt.rank1")])
+            for k in KINDS}
+
+
+def run_worker(runs: dict[str, tuple[dict, list[dict]]], kind: str) -> tuple[dict, list[dict]]:
+    """The one-process state of ``kind`` and each rank's (copies: a test may not change what another reads)."""
+    import copy
+
+    return copy.deepcopy(runs[kind])
 
 
 def assert_same_state(ref: dict, got: dict, what: str) -> None:
@@ -50,8 +73,8 @@ def assert_same_state(ref: dict, got: dict, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch(tmp_path):
-    a, ranks = run_worker(tmp_path, "plain")
+def test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch(worker_runs):
+    a, ranks = run_worker(worker_runs, "plain")
     moved = max(float((w - a["initial"][k]).abs().max()) for k, w in a["weights"].items() if w.is_floating_point())
     assert moved > 1e-3  # trained away from the initial weights
     for b in ranks:
@@ -65,11 +88,11 @@ def test_ddp_on_two_processes_equals_one_process_at_the_same_global_batch(tmp_pa
 
 
 @pytest.mark.slow
-def test_batchnorm_statistics_are_averaged_over_ranks_before_validation_and_checkpoint(tmp_path):
+def test_batchnorm_statistics_are_averaged_over_ranks_before_validation_and_checkpoint(worker_runs):
     """Without SyncBatchNorm each rank normalises by its own share of the batch (the one-process run does the same per
     share); every rank's running statistics, live and in the EMA, must end as their mean over ranks, the same on
     both ranks, not rank 0's own."""
-    a, ranks = run_worker(tmp_path, "bn")
+    a, ranks = run_worker(worker_runs, "bn")
     stats = [k for k in a["weights"] if k.endswith(("running_mean", "running_var"))]
     assert stats and all(float((a["weights"][k] - a["initial"][k]).abs().max()) > 1e-3 for k in stats)
     for r, b in enumerate(ranks):
@@ -79,8 +102,8 @@ def test_batchnorm_statistics_are_averaged_over_ranks_before_validation_and_chec
 
 
 @pytest.mark.slow
-def test_a_layer_no_loss_reaches_does_not_stop_ddp(tmp_path):
-    a, ranks = run_worker(tmp_path, "unused")
+def test_a_layer_no_loss_reaches_does_not_stop_ddp(worker_runs):
+    a, ranks = run_worker(worker_runs, "unused")
     for b in ranks:
         assert_same_state(a["weights"], b["weights"], "weights")
         torch.testing.assert_close(b["weights"]["aux.weight"], a["initial"]["aux.weight"])  # untouched
@@ -98,7 +121,10 @@ def test_two_process_cache_equals_one_process_cache_and_student_trains(tmp_path,
     two_dir = tmp_path / "two" / "tiny"
     two_dir.mkdir(parents=True)
     shutil.copytree(tmp_path / "one" / "tiny" / "teacher", two_dir / "teacher")
-    res = torchrun("cache", "--config", str(one), f"runs_dir={tmp_path / 'two'}", "cache.store=[feat]")
+    # cache, then student, in the same two processes (as `distil all` runs its stages): one launch, not two
+    two_runs = ["--config", str(one), f"runs_dir={tmp_path / 'two'}"]
+    res = torchrun("--cli", shlex.join(["cache", *two_runs, "cache.store=[feat]"]),
+                   shlex.join(["student", *two_runs, "student.epochs=1"]), module="tests.ddp_worker")
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = tmp_path / "one" / "tiny" / "cache", two_dir / "cache"
     for name in ("logits", "feat", "views", "val_logits"):
@@ -107,8 +133,6 @@ def test_two_process_cache_equals_one_process_cache_and_student_trains(tmp_path,
     assert man_a["key"] == man_b["key"] and man_a["shapes"] == man_b["shapes"]
     assert not list(b.glob(".shard*")) and json.loads((b / "done.json").read_text())["processes"] == 2
 
-    res = torchrun("student", "--config", str(one), f"runs_dir={tmp_path / 'two'}", "student.epochs=1")
-    assert res.returncode == 0, res.stderr[-3000:]
     ck = torch.load(two_dir / "student" / "last.pt", weights_only=True)
     assert ck["epoch"] == 1 and (two_dir / "student" / "metrics.csv").is_file()
     assert json.loads((two_dir / "summary.json").read_text())["student"]["epochs"] == 1

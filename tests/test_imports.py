@@ -13,9 +13,18 @@ from pipeline.config import REPO_ROOT
 # one interpreter for all modules (a fresh one each costs ~3-6 s of torch import): before each module every
 # ``pipeline`` module is dropped from sys.modules, so the package is imported from scratch each time, in the order
 # that module's own imports give (third-party modules stay loaded; an import circle is within the package)
+# First, in the fresh interpreter: the CLI's start (its parser, every stage registered) and loading a config import
+# none of the heavy libraries only some stages need (each CLI process, e.g. a reused stage under `make`, pays them).
 SCRIPT = """
 import importlib, sys, traceback
 failed = []
+from pipeline.cli import _parser
+from pipeline.config import load_config
+_parser()
+load_config("demo")
+for lib in ("timm", "torchvision", "albumentations"):
+    if lib in sys.modules:
+        failed.append(f"distil's start and load_config import {lib} (import it where a model or augmentation is built)")
 for name in sys.argv[1:]:
     for m in [m for m in sys.modules if m == "pipeline" or m.startswith("pipeline.")]:
         del sys.modules[m]
@@ -41,7 +50,7 @@ def test_the_package_has_its_modules():
 def test_every_module_imports_alone_in_a_fresh_interpreter():
     res = subprocess.run([sys.executable, "-c", SCRIPT, *modules()], cwd=REPO_ROOT, capture_output=True, text=True,
                          timeout=300)
-    assert res.returncode == 0, f"modules that do not import alone:\n{res.stdout}{res.stderr[-2000:]}"
+    assert res.returncode == 0, f"modules that do not import alone, or heavy imports at start:\n{res.stdout}{res.stderr[-2000:]}"
 
 
 def _imported_modules(path) -> set[str]:

@@ -200,6 +200,27 @@ def test_export_holds_the_student_lock_and_cleans_what_a_killed_export_left(buil
     assert not list(folder.glob("*.tmp*")) and not list(folder.glob(".*.tmp"))
 
 
+def test_export_checks_the_student_again_under_its_lock(built, capsys, monkeypatch):
+    """A retrain that starts between export's first checks and its lock (here: its record gone, as a student
+    stopped before finishing leaves it) is seen under the lock: nothing is exported from it."""
+    import pipeline.rundir as rundir
+
+    assert run(built, "student") == 0
+    folder = built.parent / "runs" / "tiny" / "student"
+    real = rundir.RunDir.stage
+
+    def stage(self, name, *a, **k):
+        if name == "student":
+            (folder / "done.json").unlink(missing_ok=True)
+        return real(self, name, *a, **k)
+
+    monkeypatch.setattr(rundir.RunDir, "stage", stage)
+    capsys.readouterr()
+    assert run(built, "export") == 2
+    assert "tiny/student is unfinished" in one_line_error(capsys)
+    assert not (folder / "student.onnx").exists()
+
+
 # ---- (e) tampered safetensors ---------------------------------------------------------------------------------
 
 def tamper_dtype(path: Path) -> str:
@@ -229,7 +250,8 @@ def test_a_tampered_teacher_in_a_run_is_refused_naming_the_file(built, capsys):
     assert "teacher.safetensors" in line and name in line and "int32" in line
 
 
-def test_a_tampered_teacher_weights_file_is_refused_naming_the_file(tmp_path, hw13, capsys):
+@pytest.mark.parametrize("source", ["finetuned", "file"])
+def test_a_tampered_teacher_weights_file_is_refused_naming_the_file(tmp_path, hw13, capsys, source):
     from safetensors.torch import save_file
 
     from pipeline.models.teacher import build_model
@@ -238,7 +260,7 @@ def test_a_tampered_teacher_weights_file_is_refused_naming_the_file(tmp_path, hw
     model = build_model("test_efficientnet", 3)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     name = tamper_dtype(weights)
-    cfg = tiny_config(tmp_path, hw13, teacher={"pretrained": "finetuned", "weights": str(weights), "epochs": 1})
+    cfg = tiny_config(tmp_path, hw13, teacher={"pretrained": source, "weights": str(weights), "epochs": 1})
     assert run(cfg, "teacher") == 2
     line = one_line_error(capsys)
     assert "mine.safetensors" in line and name in line and "int32" in line

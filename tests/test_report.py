@@ -10,12 +10,17 @@ from tests.conftest import tiny_config
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture
-def report(tmp_path, hw13, capsys):
-    cfg = tiny_config(tmp_path, hw13)
-    for stage in ("teacher", "cache", "student", "report"):
-        assert main([stage, "--config", str(cfg)]) == 0, capsys.readouterr().err
-    return tmp_path / "runs" / "tiny" / "report.html"
+@pytest.fixture(scope="module")
+def report(_prebuilt, tmp_path_factory):
+    """A tiny run's report, built once for the tests here (they only read it): the session's teacher and cache
+    (copied), then student and report."""
+    root = tmp_path_factory.mktemp("report")
+    shutil.copytree(_prebuilt / "data", root / "data")
+    shutil.copytree(_prebuilt / "runs", root / "runs")
+    cfg = tiny_config(root, root / "data")
+    for stage in ("student", "report"):
+        assert main([stage, "--config", str(cfg)]) == 0, stage
+    return root / "runs" / "tiny" / "report.html"
 
 
 def test_report_is_self_contained(report):

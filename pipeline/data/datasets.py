@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
 
-import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -37,6 +36,8 @@ class CropFlipJitter:
     """RandomResizedCrop (area ``scale_min``..1) + horizontal flip + colour jitter (albumentations)."""
 
     def __init__(self, img_size: int, scale_min: float = 0.35):
+        import albumentations as A  # here, not at the top: ~1.5 s that only augmenting needs
+
         self.tf = A.Compose([
             A.RandomResizedCrop(size=(img_size, img_size), scale=(scale_min, 1.0)),
             A.HorizontalFlip(p=0.5),

@@ -62,9 +62,9 @@ def check_header(model: nn.Module, path: Path, how: str) -> None:
                 sl = fh.get_slice(k)
                 dtype, shape = _DTYPES.get(sl.get_dtype(), sl.get_dtype()), list(sl.get_shape())
                 if k in own and (dtype != own[k].dtype or shape != list(own[k].shape)):
-                    raise ArtifactError(f"{path}: tensor {k[:80]} is {dtype} {shape} in the file, the model's is "
-                                        f"{own[k].dtype} {list(own[k].shape)} (the file was altered or is another "
-                                        f"model's); {how}")
+                    raise ArtifactError(f"{path}: weights do not fit the model (tensor {k[:80]} is {dtype} {shape} in "
+                                        f"the file, the model's is {own[k].dtype} {list(own[k].shape)}: the file was "
+                                        f"altered or is another model's); {how}")
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"{path}: weights do not load ({type(exc).__name__}: {str(exc)[:300]}); {how}") from None
 

