@@ -78,7 +78,6 @@ class Sweep:
     def objective(self, trial: Any) -> Any:
         import optuna
 
-        from .locks import held
         from .models import BudgetError, check_budget, check_count, create_student, predicted_params
 
         values = {k: spec.suggest(trial, k) for k, spec in self.space.params.items()}
@@ -86,33 +85,32 @@ class Sweep:
         over = (self.overrides + [f"{k}={override_value(v)}" for k, v in {**self.space.fixed, **values}.items()]
                 + [f"student.dir={folder.relative_to(self.cfg.run_dir)}"])
         trial.set_user_attr("overrides", over)
-        with held(folder / ".trial.lock", f"sweep trial {trial.number}"):
-            cfg = load_config(self.config, over)
-            try:
-                counted = predicted_params(cfg.student.model, self.num_classes, cfg.student.kwargs)
-                if counted is not None:  # gated from its kwargs before it is built
-                    check_count(counted, cfg.student.budget, f"trial {trial.number} student")
-                student = create_student(cfg.student.model, self.num_classes, cfg.student.img_size, **cfg.student.kwargs)
-                params = check_budget(student, cfg.student.budget, f"trial {trial.number} student", cfg.student.img_size)
-            except BudgetError as exc:  # never trained: pruned with the reason
-                trial.set_user_attr("pruned_reason", str(exc))
-                raise optuna.TrialPruned(str(exc)) from None
-            macs = _macs(student, cfg.student.img_size)
-            trial.set_user_attr("params", params)
-            trial.set_user_attr("macs", macs)
-            if self.space.trial_seconds is not None:  # equal training time, not equal epochs
-                over = over + [f"student.epochs={self._epochs_within(student, cfg)}"]
-                trial.set_user_attr("overrides", over)
-            single = len(self.space.objectives) == 1
+        cfg = load_config(self.config, over)
+        try:
+            counted = predicted_params(cfg.student.model, self.num_classes, cfg.student.kwargs)
+            if counted is not None:  # gated from its kwargs before it is built
+                check_count(counted, cfg.student.budget, f"trial {trial.number} student")
+            student = create_student(cfg.student.model, self.num_classes, cfg.student.img_size, **cfg.student.kwargs)
+            params = check_budget(student, cfg.student.budget, f"trial {trial.number} student", cfg.student.img_size)
+        except BudgetError as exc:  # never trained: pruned with the reason
+            trial.set_user_attr("pruned_reason", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        macs = _macs(student, cfg.student.img_size)
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("macs", macs)
+        if self.space.trial_seconds is not None:  # equal training time, not equal epochs
+            over = over + [f"student.epochs={self._epochs_within(student, cfg)}"]
+            trial.set_user_attr("overrides", over)
+        single = len(self.space.objectives) == 1
 
-            def report(row: dict[str, Any]) -> None:
-                if single:
-                    trial.report(row["val_acc"], row["epoch"])
-                    if trial.should_prune():
-                        trial.set_user_attr("pruned_reason", f"pruner stopped it after epoch {row['epoch']}")
-                        raise optuna.TrialPruned(f"epoch {row['epoch']}: val_acc {row['val_acc']:.4f}")
+        def report(row: dict[str, Any]) -> None:
+            if single:
+                trial.report(row["val_acc"], row["epoch"])
+                if trial.should_prune():
+                    trial.set_user_attr("pruned_reason", f"pruner stopped it after epoch {row['epoch']}")
+                    raise optuna.TrialPruned(f"epoch {row['epoch']}: val_acc {row['val_acc']:.4f}")
 
-            result = run_stage("student", self.config, over, callbacks=[report])
+        result = run_stage("student", self.config, over, callbacks=[report])
         trial.set_user_attr("val_acc", result["val_acc"])
         trial.set_user_attr("train_s", result["train_s"])
         trial.set_user_attr("epochs", result["epochs"])
@@ -164,11 +162,16 @@ class Sweep:
                 fl.acquire(timeout=0)
             except Timeout:
                 continue  # its worker is alive
-            fl.release()
-            study._storage.set_trial_user_attr(t._trial_id, "failed_reason", "its worker died (trial lock free); "
-                                               f"resume its run by hand from {self.trial_dir(t.number)}/last.pt")
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            dead.append(t.number)
+            try:  # a worker holds the lock until its trial is told: a free lock on a RUNNING trial is a dead worker,
+                # unless the worker told and released it since the list above was read
+                if study._storage.get_trial(t._trial_id).state != TrialState.RUNNING:
+                    continue
+                study._storage.set_trial_user_attr(t._trial_id, "failed_reason", "its worker died (trial lock free); "
+                                                   f"resume its run by hand from {self.trial_dir(t.number)}/last.pt")
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                dead.append(t.number)
+            finally:
+                fl.release()
         if dead:
             log.warning("sweep %s: trials %s were left running by a dead worker: marked failed", self.name, dead)
         return dead
@@ -184,6 +187,8 @@ class Sweep:
         from filelock import FileLock
         from optuna.trial import TrialState
 
+        from .locks import held
+
         study = self.study()
         self.fail_dead_trials(study)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -194,18 +199,21 @@ class Sweep:
                 if len(study.get_trials(deepcopy=False)) >= n_trials:
                     return
                 trial = study.ask()
-            try:
-                values = self.objective(trial)
-            except optuna.TrialPruned:
-                study.tell(trial, state=TrialState.PRUNED)
-            except ConfigError as exc:  # this trial's values give no valid config: the next trial may
-                log.warning("sweep %s: trial %d failed: %s", self.name, trial.number, exc)
-                study.tell(trial, state=TrialState.FAIL)
-            except BaseException:
-                study.tell(trial, state=TrialState.FAIL)
-                raise
-            else:
-                study.tell(trial, values)
+            # the trial's lock is held until the trial is told, so another worker's fail_dead_trials never takes a
+            # trial that is just finishing for one whose worker died
+            with held(self.trial_dir(trial.number) / ".trial.lock", f"sweep trial {trial.number}"):
+                try:
+                    values = self.objective(trial)
+                except optuna.TrialPruned:
+                    study.tell(trial, state=TrialState.PRUNED)
+                except ConfigError as exc:  # this trial's values give no valid config: the next trial may
+                    log.warning("sweep %s: trial %d failed: %s", self.name, trial.number, exc)
+                    study.tell(trial, state=TrialState.FAIL)
+                except BaseException:
+                    study.tell(trial, state=TrialState.FAIL)
+                    raise
+                else:
+                    study.tell(trial, values)
 
     def run(self, n_trials: int, workers: int = 1) -> Any:
         """Train the teacher (when there is none) and build the cache once (reused when it matches), then

@@ -128,3 +128,24 @@ def test_racing_workers_start_exactly_the_trials_asked_for(built, tmp_path):
     trials = Sweep(str(built), str(space)).study().get_trials()
     assert sorted(t.number for t in trials) == list(range(9))
     assert all(t.state == TrialState.PRUNED and "over the budget" in t.user_attrs["pruned_reason"] for t in trials)
+
+
+def test_a_trial_told_after_the_dead_worker_scan_listed_it_is_left_alone(tmp_path, hw13):
+    # the scan lists RUNNING trials, then takes each one's lock; a worker that told its trial and released the
+    # lock in between must not have its finished trial marked failed (optuna raised UpdateFinishedTrialError)
+    import copy
+
+    sw = Sweep(str(tiny_config(tmp_path, hw13)), str(space_file(tmp_path)))
+    study = sw.study()
+    trial = study.ask()
+    stale = copy.deepcopy(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    study.tell(trial, 0.5)
+
+    class Listed:  # the study as the scan saw it a moment earlier
+        _storage = study._storage
+
+        def get_trials(self, deepcopy=False, states=None):
+            return stale
+
+    assert sw.fail_dead_trials(Listed(), min_age_s=0.0) == []
+    assert study.get_trials()[0].state == TrialState.COMPLETE
