@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
-import pandas as pd
 
 from .atomic import write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HEADER = ["Id", "Category"]
 
@@ -28,6 +30,8 @@ def format_id(stem: str) -> str:
 
 
 def read_csv(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -92,6 +96,8 @@ def read_sample(path: Optional[Path]) -> Optional[pd.DataFrame]:
 def write_submission(path: Path, ids: Sequence[str], labels: np.ndarray, *, num_classes: int,
                      sample_path: Optional[Path] = None) -> pd.DataFrame:
     """Validate then atomically write ``path``; rows follow the sample's order when there is one."""
+    import pandas as pd
+
     df = pd.DataFrame({"Id": [format_id(i) for i in ids], "Category": [str(int(v)) for v in labels]})
     sample = read_sample(sample_path)
     if sample is not None:

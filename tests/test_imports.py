@@ -22,7 +22,7 @@ from pipeline.cli import _parser
 from pipeline.config import load_config
 _parser()
 load_config("demo")
-for lib in ("timm", "torchvision", "albumentations"):
+for lib in ("timm", "torchvision", "albumentations", "pandas", "matplotlib"):
     if lib in sys.modules:
         failed.append(f"distil's start and load_config import {lib} (import it where a model or augmentation is built)")
 for name in sys.argv[1:]:

@@ -5,7 +5,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchinfo
 
 from . import STAGES
 from ..config import Config
@@ -13,13 +12,16 @@ from ..data import open_data, pixels
 from ..data.datasets import Normalize
 from ..models import load_student
 from ..predict import predict_pixels
-from ..report import build_report
 from ..teacher_cache import validation_logits
 from ..rundir import RunDir
 
 
 @STAGES.register("report", order=11, help="an HTML report of the run (curves, confusion, budget, architecture)")
 def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
+    import torchinfo
+
+    from ..report import build_report  # pandas and matplotlib: only when a report is built
+
     model, meta = load_student(cfg.run_dir / cfg.student.dir, cfg.student.budget, f"run it first: {rd.command('student')}")
     layout = open_data(cfg)
     val = pixels(cfg, layout, "val")
