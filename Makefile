@@ -38,7 +38,7 @@ UPLOAD := $(if $(filter 1 yes true,$(KAGGLE)),submit.upload=true,) $(if $(COMPET
 FORCED  = $(if $(and $(filter 1 yes true,$(FORCE)),$(filter $@,$(MAKECMDGOALS))),--force,)
 STAGES := teacher cache student submit export report params
 
-.PHONY: all setup test help $(STAGES) demo-data clean-run benchmarks food11-data food11-unpack mnist-data seeds
+.PHONY: all setup test test-slow help $(STAGES) demo-data clean-run benchmarks food11-data food11-unpack mnist-data seeds
 
 all: submit  ## (the default) every stage of CONFIG up to submit, then the run's table
 	@if [ -f submissions/$(NAME).csv ]; then echo "submission: submissions/$(NAME).csv"; fi
@@ -111,8 +111,11 @@ clean-%:  ## delete one stage's folder of the run: clean-teacher, clean-cache, c
 	  exit 2; fi
 	rm -rf $(RUN)/$*
 
-test: $(STAMP)  ## the test suite on two cores
-	$(PY) -m pytest -q -n 2
+test: $(STAMP)  ## the test suite on two cores, without the slow end-to-end tests (make test-slow)
+	$(PY) -m pytest -q -n 2 -m "not slow"
+
+test-slow: $(STAMP)  ## the slow end-to-end tests: make-driven runs, the wheel, DDP processes, signals (CI runs both)
+	$(PY) -m pytest -q -n 2 -m slow
 
 benchmarks: $(STAMP)  ## the methods and recipe benchmarks on food10-mini (hours on a CPU)
 	$(PY) benchmarks/methods.py --data ../shared/datasets/food10-mini

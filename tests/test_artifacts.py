@@ -20,6 +20,7 @@ class Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_holding_a_pickled_object_is_refused_not_run(tmp_path, hw13, capsys):
     marker = tmp_path / "PWNED"
     cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 1})

@@ -105,6 +105,7 @@ def test_ce_only_baseline_needs_no_cache(tmp_path, hw13, capsys):
     assert s["student"]["teacher_mode"] == "none"
 
 
+@pytest.mark.slow
 def test_submit_refuses_an_over_budget_checkpoint_made_elsewhere(tmp_path, hw13, capsys):
     """A checkpoint trained with a larger budget (or edited by hand) is gated again at submit."""
     cfg = tiny_config(tmp_path, hw13, student={"kd": False, "epochs": 1, "kwargs": {"width": 1.5}, "budget": 200_000})
@@ -143,6 +144,7 @@ def test_a_recipe_can_share_another_runs_teacher(tmp_path, built, capsys):
     assert "make teacher CONFIG=configs/nobody.yaml" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compare_prints_a_table_of_runs(tmp_path, built, capsys):
     for stage in ("teacher", "cache", "student"):
         assert main([stage, "--config", str(built), "student.epochs=1"]) == 0

@@ -112,6 +112,7 @@ def test_init_refuses_a_folder_without_classes_in_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and "class folders" in err and not (tmp_path / "x.yaml").exists()
 
 
+@pytest.mark.slow
 def test_own_photos_run_ends_after_the_student_and_predicts(tmp_path, capsys):
     """No test/ folder: submit says there is nothing to submit and how to predict (exit 0); predict labels them."""
     cfg = tiny_config(tmp_path, make_photos(tmp_path / "photos"), student={"epochs": 1})

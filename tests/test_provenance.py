@@ -40,6 +40,7 @@ def retouch(path):
     save_file(tensors, str(path), metadata=meta)
 
 
+@pytest.mark.slow
 def test_cache_refuses_a_teacher_trained_on_old_labels_and_the_hint_rebuilds(built, capsys):
     """Hole 1: relabelled data, then ``cache``: it rebuilt from the teacher of the old labels, exit 0."""
     relabel(built)
@@ -53,6 +54,7 @@ def test_cache_refuses_a_teacher_trained_on_old_labels_and_the_hint_rebuilds(bui
     assert run(built, "submit") == 0
 
 
+@pytest.mark.slow
 def test_submit_refuses_a_student_of_old_labels(built, capsys):
     """Hole 2: relabelled data, then ``submit``: a CSV from the student of the old labels, exit 0."""
     assert run(built, "student") == 0
@@ -72,6 +74,7 @@ def test_cache_refuses_an_unfinished_teacher(built, capsys):
     assert "tiny/teacher is unfinished (no done.json" in err and "all --from teacher" in err
 
 
+@pytest.mark.slow
 def test_submit_refuses_a_student_being_trained(built, capsys):
     """Hole 4: ``submit`` while ``student --force`` trains the same folder took the epoch-1 student, exit 0."""
     assert run(built, "student") == 0
@@ -83,6 +86,7 @@ def test_submit_refuses_a_student_being_trained(built, capsys):
     assert run(built, "submit") == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage,reader", [("teacher", "cache"), ("student", "submit")])
 def test_a_model_file_that_is_not_the_recorded_one_is_refused(built, capsys, stage, reader):
     """Hole 5: a run that wrote the new model file but died before its record: the stage itself said "reused"
@@ -102,6 +106,7 @@ def test_a_model_file_that_is_not_the_recorded_one_is_refused(built, capsys, sta
     assert run(built, reader) == 0
 
 
+@pytest.mark.slow
 def test_student_refuses_a_cache_rebuilt_after_it(built, capsys):
     """A student is stale once the cache it was distilled from is rebuilt."""
     assert run(built, "student") == 0
@@ -113,6 +118,7 @@ def test_student_refuses_a_cache_rebuilt_after_it(built, capsys):
     assert "all --from student" in err
 
 
+@pytest.mark.slow
 def test_export_is_dropped_when_the_student_retrains(built, capsys):
     """Hole 8: ``export`` then retrain: student.onnx and export.json (claiming parity) stayed beside new weights."""
     pytest.importorskip("onnxruntime")

@@ -229,6 +229,7 @@ def test_outputs_follow_the_users_umask(tmp_path, hw13, capsys):
         assert p.stat().st_mode & 0o777 == 0o644, p
 
 
+@pytest.mark.slow
 def test_upload_without_credentials_stops_before_predicting(tmp_path, hw13, monkeypatch, capsys):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle"))
     for var in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):

@@ -68,6 +68,7 @@ def test_the_evaluation_folder_is_checked_before_training(tmp_path, hw13, capsys
     assert not (tmp_path / "runs" / "tiny" / stage / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_without_a_sample_nor_evaluation_the_run_trains(tmp_path, hw13):
     """Own photos (no sample submission, no evaluation/): nothing to submit, nothing refused."""
     _no_evaluation(hw13)
@@ -141,6 +142,7 @@ def test_a_read_only_runs_folder_is_one_line_for_a_writer(built, capsys, code):
     assert "tiny/teacher" in line and "not writable" in line and "runs_dir" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
 def test_submit_reads_a_read_only_runs_folder(built, capsys, caplog, code):
     assert run(built, "student") == 0
@@ -175,6 +177,7 @@ def test_a_reader_probe_needs_no_write_access(built):
 
 # ---- (d) export: its lock and its temps ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_export_holds_the_student_lock_and_cleans_what_a_killed_export_left(built, capsys, monkeypatch):
     pytest.importorskip("onnxruntime")
     import pipeline.stages.export as export_stage
@@ -200,6 +203,7 @@ def test_export_holds_the_student_lock_and_cleans_what_a_killed_export_left(buil
     assert not list(folder.glob("*.tmp*")) and not list(folder.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_export_checks_the_student_again_under_its_lock(built, capsys, monkeypatch):
     """A retrain that starts between export's first checks and its lock (here: its record gone, as a student
     stopped before finishing leaves it) is seen under the lock: nothing is exported from it."""
@@ -327,6 +331,7 @@ def test_teacher_kwargs_that_the_model_takes_still_load(tmp_path, hw13):
 
 # ---- (i) write both, then switch -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage,reader", [("teacher", "cache"), ("student", "submit")])
 def test_a_retrain_that_fails_leaves_the_old_pair_whole_and_usable(built, capsys, monkeypatch, stage, reader):
     """Hole 5 done properly: a retrain (``--force``) that fails mid-way (a full disk at its second epoch's
@@ -363,6 +368,7 @@ def test_a_retrain_that_fails_leaves_the_old_pair_whole_and_usable(built, capsys
     assert run(built, reader, "--force" if reader == "cache" else "submit.tta=false") == 0
 
 
+@pytest.mark.slow
 def test_a_retrain_killed_before_its_switch_is_switched_by_the_next_run(built, capsys, monkeypatch):
     """Killed after the last epoch's checkpoint but before the switch: the rerun switches (it does not say
     "reused" with the old model beside the new last.pt)."""

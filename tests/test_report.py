@@ -34,6 +34,7 @@ def test_report_is_self_contained(report):
         "confusion_student.png", "confusion_teacher.png", "curves.png", "mistakes.png", "terms.png"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (.ci/run installs Debian's chromium)")
 def test_report_renders_in_headless_chromium(report, tmp_path):
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

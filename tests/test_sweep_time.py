@@ -30,6 +30,7 @@ def test_timing_a_step_leaves_the_student_as_it_was():
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_trials_get_the_epochs_their_step_time_buys_and_the_best_config_keeps_the_shape(built, tmp_path, monkeypatch,
                                                                                          capsys):
     # a step costs 1 ms per parameter (deterministic): the wider shape gets fewer epochs in the same seconds

@@ -66,6 +66,7 @@ def _update(args):
         rd.update_summary(f"{who}-{i}", i)
 
 
+@pytest.mark.slow
 def test_summary_updates_from_two_processes_keep_every_section(tmp_path, hw13):
     cfg = tiny_config(tmp_path, hw13)
     with mp.get_context("spawn").Pool(2) as pool:
