@@ -160,10 +160,11 @@ class RunDir:
         if distributed.is_main():
             if switching:
                 self._switch(out, new, result)
-                for name in DERIVED.get(str(kind), ()):
-                    (out / name).unlink(missing_ok=True)
             else:
                 write_json(out / "done.json", result)
+            if switching or trained:  # files built from the model before (ONNX, export.json) are not of this one
+                for name in DERIVED.get(str(kind), ()):
+                    (out / name).unlink(missing_ok=True)
             if section:
                 self.update_summary(section, {k: v for k, v in result.items() if k != "provenance"})
         return result

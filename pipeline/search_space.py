@@ -78,6 +78,9 @@ class SweepSpace(_Strict):
     def _first_is_accuracy(self) -> "SweepSpace":
         if self.objectives[0] != "val_acc":
             raise ValueError("the first objective must be val_acc")
+        if self.trial_seconds is not None and self.pruner != "none":  # epoch N is another point of each schedule
+            raise ValueError("trial_seconds gives trials different epoch counts, so a pruner would compare epoch N "
+                             "of schedules of different lengths: set pruner: none")
         return self
 
 

@@ -14,14 +14,17 @@ that machine; the trial records what it measured and the training time it really
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable
 
 import torch
 from torch import nn
 
 
 def step_seconds(model: nn.Module, batch_size: int, img_size: int, channels_last: bool = False,
-                 warmup: int = 2, steps: int = 3) -> float:
-    """Median seconds of one training step of ``model`` on a random ``(batch_size, 3, img_size, img_size)`` batch.
+                 warmup: int = 2, steps: int = 3, autocast: Callable[[], AbstractContextManager] = nullcontext) -> float:
+    """Median seconds of one training step of ``model`` on a random ``(batch_size, 3, img_size, img_size)`` batch,
+    on the model's device (synchronised on a GPU), the forward under ``autocast()``.
 
     The model's weights are restored afterwards (the optimiser steps on a copy of its state)."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -34,12 +37,16 @@ def step_seconds(model: nn.Module, batch_size: int, img_size: int, channels_last
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     times = []
     try:
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         for i in range(warmup + steps):
+            sync()
             t0 = time.perf_counter()
-            loss = nn.functional.cross_entropy(model(x), y)
+            with autocast():
+                loss = nn.functional.cross_entropy(model(x).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sync()
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     finally:

@@ -34,6 +34,7 @@ def space_file(tmp_path, **change):
     ({"params": {"student.losses.1.kwargs.temperature": {"type": "float", "low": -1.0, "high": 2.0}}}, "temperature"),
     ({"params": {"student.lr": {"type": "float", "low": 2.0}}}, "needs low <= high"),
     ({"pruner": "hyperband"}, "pruner"),
+    ({"trial_seconds": 5.0}, "set pruner: none"),  # epochs differ per trial: a pruner would compare unlike epochs
 ])
 def test_a_bad_space_fails_before_any_trial(tmp_path, hw13, capsys, change, match):
     cfg = tiny_config(tmp_path, hw13)

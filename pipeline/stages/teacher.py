@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from . import STAGES, build_engine
+from .. import distributed
 from ..config import Config
 from ..data import open_data, pixels
 from ..data.evaluation import check_evaluation
@@ -88,8 +89,9 @@ def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any
     with precision.autocast():
         logits = predict_logits(task.model, dl, task.norm, next(task.parameters()).device)
     acc = accuracy(logits, val.split.labels)
-    save_artifact(pending(out), "teacher", task.model, {**meta, "val_acc": acc, "epoch": 0})  # switched in by finish
-    cfg.save(out / "config.yaml")
+    if distributed.is_main():  # one writer: another rank writing pending/ while rank 0 switches it leaves a stray copy
+        save_artifact(pending(out), "teacher", task.model, {**meta, "val_acc": acc, "epoch": 0})  # switched in by finish
+        cfg.save(out / "config.yaml")
     result = {"name": cfg.teacher.model, "params": meta["params"], "val_acc": acc, "val_images": len(val.split.labels),
               "epochs": 0,
               "weights": cfg.teacher.weights, "precision": precision.name, "train_s": 0.0,
