@@ -12,18 +12,10 @@ import pytest
 import torch
 import yaml
 
-from pipeline.cli import main
 from tests.conftest import tiny_config
 
 
-def run(cfg, *args):
-    return main([args[0], "--config", str(cfg), *args[1:]])
-
-
-def one_line_error(capsys) -> str:
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:") or "Traceback" in line]
-    assert len(err) == 1 and err[0].startswith("error:"), err
-    return err[0]
+from tests.test_weak_rows import one_line_error, run  # the same one-line checks as round two
 
 
 # ---- (a) a config file name that is not a run name -----------------------------------------------------------

@@ -210,15 +210,20 @@ def _from_file(name: str, num_classes: int, weights: Optional[str], drop_rate: f
             raise TeacherError(_not_tensors(weights, exc)) from None
     model = build_model(name, num_classes, drop_rate, **arch)
     try:
-        state = read_state(Path(weights))
-        check_kinds(model, state, weights)
-        model.load_state_dict(state)
+        _load_checked(model, weights)
     except TeacherError:
         raise
     except (RuntimeError, ValueError) as exc:
         raise TeacherError(f"teacher.weights {weights} does not fit {name!r} with {num_classes} classes: "
                            f"{str(exc).splitlines()[0]}") from None
     return model
+
+
+def _load_checked(model: nn.Module, weights: str) -> None:
+    """Load the state dict in ``weights`` (tensors only) into ``model`` strictly, after checking each tensor's kind."""
+    state = read_state(Path(weights))
+    check_kinds(model, state, weights)
+    model.load_state_dict(state)
 
 
 @WEIGHT_SOURCES.register("finetuned")
@@ -231,9 +236,7 @@ def _finetuned(name: str, num_classes: int, weights: Optional[str], drop_rate: f
                            ".safetensors")
     model = build_model(name, num_classes, drop_rate, **arch)
     try:
-        state = read_state(Path(weights))
-        check_kinds(model, state, weights)
-        model.load_state_dict(state)
+        _load_checked(model, weights)
     except TeacherError:
         raise
     except (RuntimeError, ValueError, OSError) as exc:
