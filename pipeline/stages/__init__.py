@@ -37,10 +37,12 @@ def build_engine(cfg: "Config", rd: "RunDir", stage: str, out: Path, module: "nn
     from ..tensorboard_events import callbacks_for
 
     sec = getattr(cfg, stage)
+    new = pending(out)  # the best model so far: pending/ while this run has one, else the deployable one
     return Engine(module=module, loader=train_dl, val_loader=val_dl, optimizer=optimizer, scheduler=scheduler,
                   epochs=sec.epochs, out_dir=out, config=cfg.to_dict(), config_hash=cfg.digest(*identity),
                   config_changes=lambda old: cfg.changes_since(old, *identity), on_best=on_best,
-                  best_ok=lambda: artifact_ok(pending(out) if pending(out).is_dir() else out, stage), inputs=inputs, rerun_cmd=rd.command(stage, force=True),
+                  best_ok=lambda: artifact_ok(new if new.is_dir() else out, stage), inputs=inputs,
+                  rerun_cmd=rd.command(stage, force=True),
                   precision=precision, resume=sec.resume == "auto" and not rd.force,
                   max_steps_per_epoch=sec.max_steps_per_epoch, resume_cmd=rd.command(stage), sync_bn=sec.sync_bn,
                   compile=sec.compile, ema_decay=sec.ema, live_every=sec.val_live_every,
