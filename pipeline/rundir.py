@@ -139,17 +139,13 @@ class RunDir:
         the old one (``DERIVED``)."""
         new = provenance.pending(out)
         switching = kind in provenance.ARTIFACTS and (new / provenance.ARTIFACTS[kind]).is_file()
-        if kind is not None and not trained and not switching and distributed.is_main():  # reused: still the recorded file?
-            before_rec = provenance.read_record(out)
-            torn = provenance.check_torn(out, before_rec) if before_rec else None
-            if torn:
-                raise provenance.ProvenanceError(f"{self.relative(out)}: {torn}; start it over with: "
-                                                 f"{self.command(section or kind, force=True)}")
         if not trained and not switching:
-            try:
-                before = json.loads((out / "done.json").read_text())
-            except (OSError, ValueError):
-                before = {}
+            before = provenance.read_record(out) or {}
+            if kind is not None and before and distributed.is_main():  # reused: still the recorded file?
+                torn = provenance.check_torn(out, before)
+                if torn:
+                    raise provenance.ProvenanceError(f"{self.relative(out)}: {torn}; start it over with: "
+                                                     f"{self.command(section or kind, force=True)}")
             if "wall_s" in before:  # what the work recorded (images, views, ...), updated by today's result
                 result = {**before, **result, "wall_s": before["wall_s"], "reused": True}
         if "val_acc" in result and isinstance(result.get("val_images"), int):  # the accuracy's 95% interval
