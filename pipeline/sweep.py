@@ -130,21 +130,9 @@ class Sweep:
 
     def _epochs_within(self, student: Any, cfg: Any) -> int:
         """The trial's epochs under ``trial_seconds``: measured on this student (``trial_time``)."""
-        from .engine import device
-        from .precision import resolve
-        from .trial_time import epochs_within, step_seconds
+        from .trial_time import trial_epochs
 
-        sc = cfg.student
-        images = len(self.layout.train.labels)
-        if cfg.cache.unlabeled and any(_uses_teacher(t) for t in sc.effective_losses()):
-            images += len(self.layout.split("test").files)
-        steps = max(1, images // sc.batch_size)
-        steps = min(steps, sc.max_steps_per_epoch or steps)
-        dev = device()  # timed where and in the precision the trial trains (a GPU's step is not the CPU's)
-        step_s = step_seconds(student.to(dev), sc.batch_size, sc.img_size, sc.channels_last,
-                              autocast=resolve(sc.amp, dev, "student").autocast)
-        student.to("cpu")
-        epochs = epochs_within(self.space.trial_seconds, step_s, steps, sc.epochs)
+        epochs, step_s, steps = trial_epochs(cfg, student, self.layout, self.space.trial_seconds)
         log.info("sweep %s: %.3f s a step x %d steps: %d epochs in %.0f s", self.name, step_s, steps, epochs,
                  self.space.trial_seconds)
         return epochs

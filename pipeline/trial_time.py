@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -61,3 +61,25 @@ def epochs_within(seconds: float, step_s: float, steps_per_epoch: int, max_epoch
     if step_s <= 0 or steps_per_epoch <= 0:
         return max_epochs
     return max(1, min(max_epochs, round(seconds / (steps_per_epoch * step_s))))
+
+
+def trial_epochs(cfg: Any, student: nn.Module, layout: Any, seconds: float) -> tuple[int, float, int]:
+    """``(epochs, step_s, steps_per_epoch)``: the epochs of ``cfg``'s student stage that fit ``seconds``, from
+    ``student``'s step time measured where and in the precision it trains (a GPU's step is not the CPU's).
+    ``layout``: the opened data (``pipeline.data.open_data``); the unlabelled test images count when the cache
+    holds them and a loss reads the teacher. The student is left on the CPU."""
+    from .engine import device
+    from .losses import teacher_fields
+    from .precision import resolve
+
+    sc = cfg.student
+    images = len(layout.train.labels)
+    if cfg.cache.unlabeled and any(teacher_fields(t.name) for t in sc.effective_losses()):
+        images += len(layout.split("test").files)
+    steps = max(1, images // sc.batch_size)
+    steps = min(steps, sc.max_steps_per_epoch or steps)
+    dev = device()
+    step_s = step_seconds(student.to(dev), sc.batch_size, sc.img_size, sc.channels_last,
+                          autocast=resolve(sc.amp, dev, "student").autocast)
+    student.to("cpu")
+    return epochs_within(seconds, step_s, steps, sc.epochs), step_s, steps
