@@ -1,5 +1,5 @@
-"""Students at equal training time: each student trains for the epochs its own measured step time buys in
-``--seconds`` (``pipeline/trial_time.py``, as ``distil sweep`` does with ``trial_seconds``), once per seed,
+"""Students at equal budget and training time: each student at its widest under ``student.budget``
+(``widest``) trains for the epochs its own measured step time buys in ``--seconds`` (``pipeline/trial_time.py``, as ``distil sweep`` does with ``trial_seconds``), once per seed,
 ``--jobs`` at a time sharing the cores (``OMP_NUM_THREADS`` = cores // jobs, timed that way too).
 
     python benchmarks/shapes.py --config configs/food10-mini.yaml --seconds 300 --seeds 0 1 \\
@@ -33,7 +33,7 @@ def seed_overrides(cfg_name: str, seed: int) -> list[str]:
 
 
 def row_overrides(config: str, student: str, seed: int, seconds: float) -> tuple[list[str], Path]:
-    """The overrides of one (student, seed) row, without its epochs, and its plan file."""
+    """The overrides of one (student, seed) row, without its width and epochs, and its plan file."""
     base = seed_overrides(load_config(config).name, seed)
     folder = f"shapes{seconds:g}s/{student}"
     over = base + [f"student.model={student}", "student.kwargs={}", f"student.dir={folder}"]
@@ -41,24 +41,33 @@ def row_overrides(config: str, student: str, seed: int, seconds: float) -> tuple
 
 
 def one(config: str, student: str, seed: int, seconds: float) -> dict[str, Any]:
-    """Train (or resume, or reuse) one row: its epochs from the plan file, timed and written on first use."""
+    """Train (or resume, or reuse) one row: the student at its widest under the budget (``widest``), for the
+    epochs its measured steps buy in ``seconds``; both fixed in the plan file on first use."""
     from pipeline.data import open_data
     from pipeline.models import check_budget, create_student
+    from pipeline.models.students import widest
     from pipeline.trial_time import trial_epochs
 
     over, plan_path = row_overrides(config, student, seed, seconds)
     cfg = load_config(config, over)
-    model = create_student(student, open_data(cfg).num_classes, cfg.student.img_size)
-    params = check_budget(model, cfg.student.budget, f"student {student}", cfg.student.img_size)
+    layout = open_data(cfg)
     if plan_path.is_file():
         plan = json.loads(plan_path.read_text())
     else:
-        epochs, step_s, steps = trial_epochs(cfg, model, open_data(cfg), seconds)
-        plan = {"epochs": epochs, "step_s": step_s, "steps_per_epoch": steps, "threads": os.environ.get("OMP_NUM_THREADS")}
+        width, _ = widest(student, layout.num_classes, {}, cfg.student.budget, cfg.student.img_size)
+        cfg = load_config(config, over + [f"student.kwargs={{width: {width}}}"])
+        model = create_student(student, layout.num_classes, cfg.student.img_size, **cfg.student.kwargs)
+        epochs, step_s, steps = trial_epochs(cfg, model, layout, seconds)
+        plan = {"width": width, "epochs": epochs, "step_s": step_s, "steps_per_epoch": steps,
+                "threads": os.environ.get("OMP_NUM_THREADS")}
         write_json(plan_path, plan)
-    result = run_stage("student", config, over + [f"student.epochs={plan['epochs']}"])
-    return {"student": student, "seed": seed, "params": params, "epochs": plan["epochs"], "step_s": plan["step_s"],
-            "val_acc": result["val_acc"], "train_s": result["train_s"]}
+    over = over + [f"student.kwargs={{width: {plan['width']}}}", f"student.epochs={plan['epochs']}"]
+    cfg = load_config(config, over)
+    model = create_student(student, layout.num_classes, cfg.student.img_size, **cfg.student.kwargs)
+    params = check_budget(model, cfg.student.budget, f"student {student}", cfg.student.img_size)
+    result = run_stage("student", config, over)
+    return {"student": student, "seed": seed, "width": plan["width"], "params": params, "epochs": plan["epochs"],
+            "step_s": plan["step_s"], "val_acc": result["val_acc"], "train_s": result["train_s"]}
 
 
 def main() -> None:
@@ -98,17 +107,17 @@ def main() -> None:
     for s in args.students:
         runs = [r for r in rows if r["student"] == s]
         accs = [r["val_acc"] for r in runs]
-        summary.append({"student": s, "params": runs[0]["params"], "step_ms": round(runs[0]["step_s"] * 1e3, 1),
+        summary.append({"student": s, "width": runs[0]["width"], "params": runs[0]["params"], "step_ms": round(runs[0]["step_s"] * 1e3, 1),
                         "epochs": runs[0]["epochs"], "val_acc_mean": round(statistics.fmean(accs), 4),
                         "val_acc_seeds": " / ".join(f"{a:.4f}" for a in accs),
                         "train_s_mean": round(statistics.fmean(r["train_s"] for r in runs), 1)})
     cmd = " ".join(["python benchmarks/shapes.py", "--config", os.path.relpath(config, ROOT), "--seconds",
                     f"{args.seconds:g}", "--seeds", *map(str, args.seeds), "--students", *args.students,
                     "--jobs", str(args.jobs)])
-    head = (f"Students at equal training time ({args.seconds:g} s of measured steps each, {args.jobs} at once on "
+    head = (f"Students at the budget (each at its widest) and equal training time ({args.seconds:g} s of measured steps each, {args.jobs} at once on "
             f"{cores} cores, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}); `{cmd}`; val_acc on the validation split, "
             "the student stage's val_acc (its best epoch, EMA weights when the config sets ema)\n\n")
-    cols = ["student", "params", "step_ms", "epochs", "val_acc_mean", "val_acc_seeds", "train_s_mean"]
+    cols = ["student", "width", "params", "step_ms", "epochs", "val_acc_mean", "val_acc_seeds", "train_s_mean"]
     save(args.out, {"command": cmd, "seconds": args.seconds, "rows": rows, "summary": summary}, head + table(summary, cols))
 
 

@@ -3,6 +3,7 @@
     study: food10-mini-kd            # optional (default: the space file's stem)
     objectives: [val_acc]            # or [val_acc, macs | params | train_s]: a Pareto front (no pruning then)
     trial_seconds: 600               # optional: each trial's epochs from its measured step time (trial_time.py)
+    fit_budget: true                 # optional: each trial's student.kwargs.width = the largest under student.budget
     pruner: median                   # median | asha | none
     sampler: tpe                     # tpe | random
     fixed: {student.epochs: 20}      # overrides every trial gets
@@ -69,6 +70,9 @@ class SweepSpace(_Strict):
                                                                                 min_length=1)
     # each trial trains for as many epochs as fit this many seconds of its own steps (at most student.epochs)
     trial_seconds: Optional[float] = Field(None, gt=0, le=7 * 24 * 3600)
+    # each trial's student.kwargs.width is set to the largest whose count fits student.budget (models.students.widest),
+    # so shapes compare at the budget: a sampled shape over it is scaled down, not pruned, and one under it scaled up
+    fit_budget: bool = False
     pruner: Literal["median", "asha", "none"] = "median"
     sampler: Literal["tpe", "random"] = "tpe"
     fixed: dict[str, Any] = Field(default_factory=dict)
@@ -81,6 +85,8 @@ class SweepSpace(_Strict):
         if self.trial_seconds is not None and self.pruner != "none":  # epoch N is another point of each schedule
             raise ValueError("trial_seconds gives trials different epoch counts, so a pruner would compare epoch N "
                              "of schedules of different lengths: set pruner: none")
+        if self.fit_budget and "student.kwargs.width" in {*self.params, *self.fixed}:
+            raise ValueError("fit_budget sets student.kwargs.width for every trial: leave it out of params and fixed")
         return self
 
 
@@ -111,6 +117,16 @@ def load_space(path: str | Path) -> SweepSpace:
 def check_space(space: SweepSpace, config: str, overrides: Sequence[str], src: str) -> None:
     """Every parameter's extreme values (and every choice) must give a valid config: fail before any trial."""
     base = list(overrides) + [f"{k}={override_value(v)}" for k, v in space.fixed.items()]
+    if space.fit_budget:
+        import inspect
+
+        from .models import STUDENTS
+
+        spec = space.params.get("student.model")
+        for name in (spec.values_to_check() if spec else [load_config(config, base).student.model]):
+            if name in STUDENTS and "width" not in inspect.signature(STUDENTS.get(name)).parameters:
+                raise SweepError(f"search space {src}: fit_budget scales student.kwargs.width, but student {name!r} "
+                                 "has no width keyword: drop fit_budget or that student")
     for key, spec in space.params.items():
         for v in spec.values_to_check():
             try:

@@ -87,6 +87,10 @@ class Sweep:
         trial.set_user_attr("overrides", over)
         cfg = load_config(self.config, over)
         try:
+            if self.space.fit_budget:  # the shape at the budget: its width scaled to the largest that fits
+                over = over + [f"student.kwargs.width={self._fit_width(cfg, trial.number)}"]
+                trial.set_user_attr("overrides", over)
+                cfg = load_config(self.config, over)
             counted = predicted_params(cfg.student.model, self.num_classes, cfg.student.kwargs)
             if counted is not None:  # gated from its kwargs before it is built
                 check_count(counted, cfg.student.budget, f"trial {trial.number} student")
@@ -127,6 +131,17 @@ class Sweep:
     @property
     def num_classes(self) -> int:
         return self.layout.num_classes
+
+    def _fit_width(self, cfg: Any, number: int) -> float:
+        """The largest ``student.kwargs.width`` of this trial's student under the budget (``BudgetError`` if none)."""
+        from .models import BudgetError
+        from .models.students import widest
+
+        sc = cfg.student
+        found = widest(sc.model, self.num_classes, sc.kwargs, sc.budget, sc.img_size)
+        if found is None:
+            raise BudgetError(f"trial {number} student: no width from 0.05 fits the budget of {sc.budget:,}")
+        return found[0]
 
     def _epochs_within(self, student: Any, cfg: Any) -> int:
         """The trial's epochs under ``trial_seconds``: measured on this student (``trial_time``)."""

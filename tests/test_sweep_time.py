@@ -64,3 +64,52 @@ def test_trials_get_the_epochs_their_step_time_buys_and_the_best_config_keeps_th
     written = yaml.safe_load(out.read_text())["student"]
     assert written["kwargs"]["channels"] == [8, best.params["student.kwargs.channels.1"]]  # the searched shape
     assert written["epochs"] == best.user_attrs["epochs"]
+
+
+@pytest.mark.parametrize("kwargs,budget", [(SHAPE, 3000), ({"channels": [16, 32, 64], "blocks": [1, 2, 3], "kernels": [3, 5, 5],
+                                                       "expand": [1.0, 2.0, 2.0], "se": [False, True, True], "head": 64},
+                                                      20_000)])
+def test_widest_counted_without_building_agrees_with_building(kwargs, budget):
+    from pipeline.models.budget import largest_width, param_count
+    from pipeline.models.students import widest
+
+    w, n = widest("shaped", 11, {**kwargs, "width": 0.3}, budget, 32)  # the width given is replaced
+    assert n <= budget < param_count(create_student("shaped", 11, 32, **{**kwargs, "width": w + 0.01}), 32).gated
+    assert param_count(create_student("shaped", 11, 32, **{**kwargs, "width": w}), 32).gated == n
+    assert (w, n) == largest_width(lambda x: create_student("shaped", 11, 32, **{**kwargs, "width": x}), budget, 32)
+    assert widest("shaped", 11, kwargs, 10, 32) is None
+    with pytest.raises(ValueError, match="no width keyword"):
+        widest("tutorial_lightnn", 10, {}, 60_000)
+
+
+def test_fit_budget_leaves_width_to_the_sweep(tmp_path):
+    from pipeline.search_space import SweepError, load_space
+
+    space = tmp_path / "s.yaml"
+    space.write_text(yaml.safe_dump({"fit_budget": True, "params": {"student.kwargs.width": {
+        "type": "float", "low": 0.5, "high": 1.0}}}))
+    with pytest.raises(SweepError, match="fit_budget sets student.kwargs.width"):
+        load_space(space)
+
+
+@pytest.mark.slow
+def test_fit_budget_scales_every_trial_to_the_budget(built, tmp_path, capsys):
+    from pipeline.models import param_count
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "pruner": "none", "sampler": "random", "fit_budget": True,
+        "fixed": {"student.epochs": 1, "student.model": "shaped", "student.kwargs": SHAPE, "student.budget": 3000},
+        "params": {"student.kwargs.channels.1": {"type": "categorical", "choices": [8, 200]}}}))  # 200: over alone
+    code = main(["sweep", "--config", str(built), "--space", str(space), "--trials", "2"])
+    assert code == 0, capsys.readouterr().err
+    sw = Sweep(str(built), str(space))
+    trials = sw.study().get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for t in trials:
+        saved = yaml.safe_load((sw.trial_dir(t.number) / "config.yaml").read_text())["student"]
+        w = saved["kwargs"]["width"]
+        assert f"student.kwargs.width={w}" in t.user_attrs["overrides"]
+        assert t.user_attrs["params"] <= 3000
+        wider = create_student("shaped", sw.num_classes, 16, **{**saved["kwargs"], "width": w + 0.01})
+        assert param_count(wider, 16).gated > 3000  # the largest that fits

@@ -86,13 +86,14 @@ def _over(what: str, gated: int, how: str, budget: int) -> None:
 
 
 def largest_width(build: Callable[[float], nn.Module], budget: int, img_size: int = 32, lo: float = 0.05,
-                  hi: float = 4.0, step: float = 0.01) -> Optional[tuple[float, int]]:
+                  hi: float = 4.0, step: float = 0.01,
+                  count: Optional[Callable[[float], int]] = None) -> Optional[tuple[float, int]]:
     """The largest ``width`` (a multiple of ``step`` in [lo, hi]) whose model ``build(width)`` fits ``budget``
     by the gated count, and that count; None when even ``lo`` does not fit. Parameter counts grow with width
-    (channel widths are rounded, so the count is a step function; the search checks the neighbours of the
-    bisection's answer)."""
+    (channel widths are rounded, so the count is a step function; bisection finds the edge of it).
+    ``count``: the family's analytic count of a width (nothing built), used instead of building."""
     def gated(w: float) -> int:
-        return param_count(build(w), img_size).gated
+        return count(w) if count is not None else param_count(build(w), img_size).gated
 
     n_lo, n_hi = round(lo / step), round(hi / step)
     if gated(n_lo * step) > budget:

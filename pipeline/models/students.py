@@ -246,6 +246,21 @@ def predicted_params(name: str, num_classes: int, kwargs: dict[str, Any]) -> Opt
     return None if count is None else int(count(num_classes, **{k: v for k, v in kwargs.items() if k != "img_size"}))
 
 
+def widest(name: str, num_classes: int, kwargs: dict[str, Any], budget: int,
+           img_size: Optional[int] = None) -> Optional[tuple[float, int]]:
+    """The largest ``width`` of student ``name`` (its other ``kwargs`` kept) whose parameter count fits ``budget``,
+    and that count: from the family's analytic count when it registers one (nothing built), else counted on built
+    models. None when no width from 0.05 fits; ``ValueError`` when the student has no ``width``."""
+    from .budget import largest_width
+
+    if "width" not in inspect.signature(STUDENTS.get(name)).parameters:
+        raise ValueError(f"student {name!r} has no width keyword to fit the budget with")
+    rest = {k: v for k, v in kwargs.items() if k != "width"}
+    count = STUDENTS.meta(name).get("count")
+    return largest_width(lambda w: create_student(name, num_classes, img_size, width=w, **rest), budget, img_size or 32,
+                         count=None if count is None else (lambda w: int(count(num_classes, width=w, **rest))))
+
+
 def create_student(name: str, num_classes: int, img_size: Optional[int] = None, **kwargs: Any) -> nn.Module:
     """Build a registered model by name; unknown names and keyword arguments fail clearly. A model whose
     builder takes ``img_size`` (its linear layer reads a flattened map) gets the stage's ``img_size``

@@ -49,15 +49,13 @@ def run(cfg: Config, rd: RunDir) -> dict[str, Any]:
 
 def _fill(cfg: Config, num_classes: int) -> dict[str, Any] | None:
     """The largest ``width`` of the configured student under the budget (its other kwargs kept), if it has one."""
-    import inspect
+    from ..models.students import widest
 
-    from ..models.budget import largest_width
-
-    name, kwargs = cfg.student.model, {k: v for k, v in cfg.student.kwargs.items() if k != "width"}
-    if "width" not in inspect.signature(STUDENTS.get(name)).parameters:
+    name = cfg.student.model
+    try:
+        found = widest(name, num_classes, cfg.student.kwargs, cfg.student.budget, cfg.student.img_size)
+    except ValueError:  # no width keyword
         return None
-    found = largest_width(lambda w: create_student(name, num_classes, cfg.student.img_size, width=w, **kwargs),
-                          cfg.student.budget, cfg.student.img_size)
     if found is None:
         return {"width": None, "params": None, "message": f"{name}: no width from 0.05 fits {cfg.student.budget:,}"}
     w, n = found
