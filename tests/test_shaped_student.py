@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.models import BudgetError, check_count, create_student, param_count, predicted_params
+from pipeline.models import STUDENTS, BudgetError, check_count, create_student, param_count, predicted_params
 from pipeline.models.students import check_student_kwargs
 
 SHAPES = [
@@ -47,3 +47,24 @@ def test_gate_counts_before_building() -> None:
 def test_bad_shape_fails_at_config_load(bad: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key):
         check_student_kwargs("shaped", bad)
+
+
+NAMED = [n for n in STUDENTS.names() if STUDENTS.meta(n).get("shape")]  # fixed shapes (register_shape)
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_a_named_shape_is_the_shaped_student_and_fills_the_budget_by_default(name):
+    shape = STUDENTS.meta(name)["shape"]
+    m = create_student(name, 11)
+    same = create_student("shaped", 11, **shape, width=m_width(name))
+    assert [tuple(p.shape) for p in m.parameters()] == [tuple(p.shape) for p in same.parameters()]
+    n = param_count(m, 32).gated
+    assert predicted_params(name, 11, {}) == n <= 60_000
+    assert param_count(create_student(name, 11, width=round(m_width(name) + 0.01, 4)), 32).gated > 60_000
+    assert predicted_params(name, 11, {"width": 0.5}) == param_count(create_student(name, 11, width=0.5), 32).gated
+
+
+def m_width(name):
+    import inspect
+
+    return inspect.signature(STUDENTS.get(name)).parameters["width"].default

@@ -246,6 +246,22 @@ def predicted_params(name: str, num_classes: int, kwargs: dict[str, Any]) -> Opt
     return None if count is None else int(count(num_classes, **{k: v for k, v in kwargs.items() if k != "img_size"}))
 
 
+def register_shape(name: str, doc: str, width: float = 1.0, **shape: Any) -> None:
+    """Register a fixed ``shaped`` student (a sweep's best shape) as ``name``: its ``shape`` (``channels``,
+    ``blocks``, ``kernels``, ``expand``, ``se``, ``stem``, ``head``) is the family's, ``width`` (its default
+    fills the budget), ``depth`` and ``drop`` stay keys, and it is counted from its kwargs before it is built."""
+    resolve_shape(**shape)  # a bad shape fails at import, naming the key
+
+    def build(num_classes: int, width: float = width, depth: float = 1.0, drop: float = 0.1) -> ShapedNet:
+        return shaped(num_classes, **shape, width=width, depth=depth, drop=drop)
+
+    def count(num_classes: int, width: float = width, depth: float = 1.0, drop: float = 0.1) -> int:
+        return shaped_params(num_classes, drop, **shape, width=width, depth=depth)
+
+    build.__doc__ = doc
+    STUDENTS.register(name, count=count, shape=dict(shape))(build)
+
+
 def widest(name: str, num_classes: int, kwargs: dict[str, Any], budget: int,
            img_size: Optional[int] = None) -> Optional[tuple[float, int]]:
     """The largest ``width`` of student ``name`` (its other ``kwargs`` kept) whose parameter count fits ``budget``,
