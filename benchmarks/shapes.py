@@ -1,13 +1,14 @@
 """Students at equal budget and training time: each student at its widest under ``student.budget``
 (``widest``) trains for the epochs its own measured step time buys in ``--seconds`` (``pipeline/trial_time.py``, as ``distil sweep`` does with ``trial_seconds``), once per seed,
-``--jobs`` at a time sharing the cores (``OMP_NUM_THREADS`` = cores // jobs, timed that way too).
+``--jobs`` at a time sharing the cores (``OMP_NUM_THREADS`` = cores // jobs, timed that way too). Every row's
+step time is measured first, one row at a time, before any trains, so all rows are timed alike.
 
     python benchmarks/shapes.py --config configs/food10-mini.yaml --seconds 300 --seeds 0 1 \\
         --students dwsep ghost shaped_food --jobs 2
 
 Seed 0 is the config's own run and cache; seed S > 0 is the run ``<name>-seedS`` on the same teacher
-(``teacher_from``) with its own cache, since the recorded views are seeded. Each row's epochs are fixed in a plan
-file before it trains, so a rerun resumes or reuses it instead of re-timing it. Writes
+(``teacher_from``) with its own cache, since the recorded views are seeded. Each student's width and epochs are fixed
+in a plan file (one per student, shared by its seeds) before anything trains, so a rerun resumes or reuses it instead of re-timing it. Writes
 benchmarks/results/shapes.json and shapes.md (``--out`` for another name).
 """
 from __future__ import annotations
@@ -33,41 +34,51 @@ def seed_overrides(cfg_name: str, seed: int) -> list[str]:
 
 
 def row_overrides(config: str, student: str, seed: int, seconds: float) -> tuple[list[str], Path]:
-    """The overrides of one (student, seed) row, without its width and epochs, and its plan file."""
+    """The overrides of one (student, seed) row, without its width and epochs, and its plan file (one per
+    student, in the seed-0 run: every seed of a student trains the same epochs)."""
     base = seed_overrides(load_config(config).name, seed)
     folder = f"shapes{seconds:g}s/{student}"
     over = base + [f"student.model={student}", "student.kwargs={}", f"student.dir={folder}"]
-    return over, load_config(config, over).run_dir / f"{folder}.plan.json"
+    return over, load_config(config).run_dir / f"{folder}.plan.json"
 
 
-def one(config: str, student: str, seed: int, seconds: float) -> dict[str, Any]:
-    """Train (or resume, or reuse) one row: the student at its widest under the budget (``widest``), for the
-    epochs its measured steps buy in ``seconds``; both fixed in the plan file on first use."""
+def plan(config: str, student: str, seed: int, seconds: float) -> dict[str, Any]:
+    """One row's plan: the student at its widest under the budget (``widest``) and the epochs its measured steps
+    buy in ``seconds``; written to the plan file on first use and read from it after."""
     from pipeline.data import open_data
-    from pipeline.models import check_budget, create_student
+    from pipeline.models import create_student
     from pipeline.models.students import widest
     from pipeline.trial_time import trial_epochs
 
     over, plan_path = row_overrides(config, student, seed, seconds)
+    if plan_path.is_file():
+        return json.loads(plan_path.read_text())
     cfg = load_config(config, over)
     layout = open_data(cfg)
-    if plan_path.is_file():
-        plan = json.loads(plan_path.read_text())
-    else:
-        width, _ = widest(student, layout.num_classes, {}, cfg.student.budget, cfg.student.img_size)
-        cfg = load_config(config, over + [f"student.kwargs={{width: {width}}}"])
-        model = create_student(student, layout.num_classes, cfg.student.img_size, **cfg.student.kwargs)
-        epochs, step_s, steps = trial_epochs(cfg, model, layout, seconds)
-        plan = {"width": width, "epochs": epochs, "step_s": step_s, "steps_per_epoch": steps,
-                "threads": os.environ.get("OMP_NUM_THREADS")}
-        write_json(plan_path, plan)
-    over = over + [f"student.kwargs={{width: {plan['width']}}}", f"student.epochs={plan['epochs']}"]
-    cfg = load_config(config, over)
+    width, _ = widest(student, layout.num_classes, {}, cfg.student.budget, cfg.student.img_size)
+    cfg = load_config(config, over + [f"student.kwargs={{width: {width}}}"])
     model = create_student(student, layout.num_classes, cfg.student.img_size, **cfg.student.kwargs)
+    epochs, step_s, steps = trial_epochs(cfg, model, layout, seconds)
+    got = {"width": width, "epochs": epochs, "step_s": step_s, "steps_per_epoch": steps,
+           "threads": os.environ.get("OMP_NUM_THREADS")}
+    write_json(plan_path, got)
+    return got
+
+
+def one(config: str, student: str, seed: int, seconds: float) -> dict[str, Any]:
+    """Train (or resume, or reuse) one planned row."""
+    from pipeline.data import open_data
+    from pipeline.models import check_budget, create_student
+
+    got = plan(config, student, seed, seconds)
+    over, _ = row_overrides(config, student, seed, seconds)
+    over = over + [f"student.kwargs={{width: {got['width']}}}", f"student.epochs={got['epochs']}"]
+    cfg = load_config(config, over)
+    model = create_student(student, open_data(cfg).num_classes, cfg.student.img_size, **cfg.student.kwargs)
     params = check_budget(model, cfg.student.budget, f"student {student}", cfg.student.img_size)
     result = run_stage("student", config, over)
-    return {"student": student, "seed": seed, "width": plan["width"], "params": params, "epochs": plan["epochs"],
-            "step_s": plan["step_s"], "val_acc": result["val_acc"], "train_s": result["train_s"]}
+    return {"student": student, "seed": seed, "width": got["width"], "params": params, "epochs": got["epochs"],
+            "step_s": got["step_s"], "val_acc": result["val_acc"], "train_s": result["train_s"]}
 
 
 def main() -> None:
@@ -79,10 +90,12 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="rows trained at once (the cores shared between them)")
     ap.add_argument("--out", default="shapes")
     ap.add_argument("--one", nargs=2, metavar=("STUDENT", "SEED"), help=argparse.SUPPRESS)
+    ap.add_argument("--plan-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     config = str(Path(args.config).resolve())
     if args.one:
-        print("RESULT " + json.dumps(one(config, args.one[0], int(args.one[1]), args.seconds)), flush=True)
+        fn = plan if args.plan_only else one
+        print("RESULT " + json.dumps(fn(config, args.one[0], int(args.one[1]), args.seconds)), flush=True)
         return
     name = load_config(config).name
     for seed in args.seeds:  # the teacher once, each seed's cache once, with every core
@@ -91,6 +104,11 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // args.jobs))}
     todo = [(s, seed) for seed in args.seeds for s in args.students]
+    for s, seed in todo:  # every student timed first, one at a time on a machine doing nothing else, so each row's
+        # epochs come from the same conditions (training later shares the cores; that changes wall time, not epochs)
+        if not row_overrides(config, s, seed, args.seconds)[1].is_file():
+            subprocess.run([sys.executable, __file__, "--config", config, "--seconds", str(args.seconds), "--one", s,
+                            str(seed), "--plan-only"], env=env, check=True, stdout=subprocess.DEVNULL)
     rows: list[dict[str, Any]] = []
     while todo:
         batch, todo = todo[: args.jobs], todo[args.jobs:]
