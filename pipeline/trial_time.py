@@ -22,7 +22,7 @@ from torch import nn
 
 
 def step_seconds(model: nn.Module, batch_size: int, img_size: int, channels_last: bool = False,
-                 warmup: int = 2, steps: int = 3, autocast: Callable[[], AbstractContextManager] = nullcontext) -> float:
+                 warmup: int = 3, steps: int = 7, autocast: Callable[[], AbstractContextManager] = nullcontext) -> float:
     """Median seconds of one training step of ``model`` on a random ``(batch_size, 3, img_size, img_size)`` batch,
     on the model's device (synchronised on a GPU), the forward under ``autocast()``.
 
