@@ -64,12 +64,16 @@ class Sweep:
         pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
                   "asha": optuna.pruners.SuccessiveHalvingPruner(),
                   "none": optuna.pruners.NopPruner()}[self.space.pruner]
-        # each worker its own sampler seed: workers seeded alike would propose the same first trials
-        seed = self.cfg.seed * 1000 + int(os.environ.get("DISTIL_SWEEP_WORKER", "0"))
-        sampler = (optuna.samplers.RandomSampler(seed=seed) if self.space.sampler == "random"
-                   else optuna.samplers.TPESampler(seed=seed, multivariate=True))
-        return optuna.create_study(storage=self._storage, study_name=self.name, load_if_exists=True, sampler=sampler,
-                                   pruner=pruner, directions=[OBJECTIVES[o] for o in self.space.objectives])
+        study = optuna.create_study(storage=self._storage, study_name=self.name, load_if_exists=True,
+                                    sampler=optuna.samplers.RandomSampler(), pruner=pruner,
+                                    directions=[OBJECTIVES[o] for o in self.space.objectives])
+        # each worker its own sampler seed, and a study taken up again (a rerun with more --trials) a new one:
+        # samplers seeded alike propose the same points (their random start-up ignores the trials already told)
+        worker = int(os.environ.get("DISTIL_SWEEP_WORKER", "0"))
+        seed = (self.cfg.seed * 1000 + worker) * 100_003 + len(study.get_trials(deepcopy=False))
+        study.sampler = (optuna.samplers.RandomSampler(seed=seed) if self.space.sampler == "random"
+                         else optuna.samplers.TPESampler(seed=seed, multivariate=True))
+        return study
 
     def trial_dir(self, number: int) -> Path:
         return self.folder / f"trial-{number:04d}"

@@ -113,3 +113,25 @@ def test_fit_budget_scales_every_trial_to_the_budget(built, tmp_path, capsys):
         assert t.user_attrs["params"] <= 3000
         wider = create_student("shaped", sw.num_classes, 16, **{**saved["kwargs"], "width": w + 0.01})
         assert param_count(wider, 16).gated > 3000  # the largest that fits
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_study_taken_up_again_proposes_new_points(hw13, tmp_path, sampler, monkeypatch):
+    # a rerun with more --trials (or a second batch of workers) used to reseed its sampler as the first run had,
+    # so its random start-up proposed the first run's points again: the same shapes trained twice
+    from tests.conftest import tiny_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tmp_path, hw13)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"pruner": "none", "sampler": sampler, "params": {
+        "student.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}))
+    first = Sweep(str(cfg), str(space)).study()
+    asked = []
+    for _ in range(3):
+        t = first.ask()
+        asked.append(t.suggest_float("student.lr", 1e-4, 1e-2, log=True))
+        first.tell(t, 0.5)
+    again = Sweep(str(cfg), str(space)).study()  # the same study, loaded by a new process
+    t = again.ask()
+    assert t.suggest_float("student.lr", 1e-4, 1e-2, log=True) not in asked
