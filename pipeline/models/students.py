@@ -262,6 +262,15 @@ def register_shape(name: str, doc: str, width: float = 1.0, **shape: Any) -> Non
     STUDENTS.register(name, count=count, shape=dict(shape))(build)
 
 
+# The best shape of `configs/sweeps/food10-mini-shaped.yaml` (trial 5 of 12, 300 s of training each, width fitted to
+# the 60k budget): one block per stage, a wide last stage with squeeze-excite, a 1x1 head of 192. Against dwsep and
+# ghost at equal time: benchmarks/results/shapes.md.
+register_shape("shallow_se", "One depthwise-separable block per stage (24/48/64/144 x width 1.1, stem 24), squeeze-excite "
+               "in the last, 1x1 head 192: the food10-mini shaped sweep's best (59,405 params for 11 classes).",
+               width=1.1, channels=[24, 48, 64, 144], blocks=[1, 1, 1, 1], kernels=[3, 3, 3, 3],
+               expand=[1.0, 1.0, 1.0, 1.0], se=[False, False, False, True], stem=24, head=192)
+
+
 def widest(name: str, num_classes: int, kwargs: dict[str, Any], budget: int,
            img_size: Optional[int] = None) -> Optional[tuple[float, int]]:
     """The largest ``width`` of student ``name`` (its other ``kwargs`` kept) whose parameter count fits ``budget``,
