@@ -66,18 +66,12 @@ def plan(config: str, student: str, seed: int, seconds: float) -> dict[str, Any]
 
 
 def one(config: str, student: str, seed: int, seconds: float) -> dict[str, Any]:
-    """Train (or resume, or reuse) one planned row."""
-    from pipeline.data import open_data
-    from pipeline.models import check_budget, create_student
-
+    """Train (or resume, or reuse) one planned row (the student stage gates and counts its parameters)."""
     got = plan(config, student, seed, seconds)
     over, _ = row_overrides(config, student, seed, seconds)
     over = over + [f"student.kwargs={{width: {got['width']}}}", f"student.epochs={got['epochs']}"]
-    cfg = load_config(config, over)
-    model = create_student(student, open_data(cfg).num_classes, cfg.student.img_size, **cfg.student.kwargs)
-    params = check_budget(model, cfg.student.budget, f"student {student}", cfg.student.img_size)
     result = run_stage("student", config, over)
-    return {"student": student, "seed": seed, "width": got["width"], "params": params, "epochs": got["epochs"],
+    return {"student": student, "seed": seed, "width": got["width"], "params": result["params"], "epochs": got["epochs"],
             "step_s": got["step_s"], "val_acc": result["val_acc"], "train_s": result["train_s"]}
 
 
