@@ -260,6 +260,13 @@ class StudentConfig(TrainConfig):
         label_only = [t for t in self.losses if not teacher_fields(t.name)]
         return label_only or [LossTerm(name="ce", weight=1.0)]
 
+    def reads_teacher(self) -> bool:
+        """Whether a term it trains with reads a teacher output (so it needs the teacher and the cache, and
+        distils on the unlabelled images when the cache holds them)."""
+        from .losses import teacher_fields
+
+        return any(teacher_fields(t.name) for t in self.effective_losses())
+
 
 class SubmitConfig(_Strict):
     competition: str = Field("ml2023spring-hw13", pattern=r"^[a-z0-9][a-z0-9-]*$",

@@ -234,7 +234,7 @@ class Sweep:
         from .models.artifacts import artifact_ok
 
         check_space(self.space, self.config, self.overrides, self.space_path)
-        if any(_uses_teacher(t) for t in self.cfg.student.effective_losses()):
+        if self.cfg.student.reads_teacher():
             if not artifact_ok(self.cfg.teacher_dir, "teacher"):
                 run_stage("teacher", self.config, self.overrides)
             run_stage("cache", self.config, self.overrides)  # reused when it matches the teacher and data
@@ -307,12 +307,6 @@ class Sweep:
 
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
-
-
-def _uses_teacher(term: Any) -> bool:
-    from .losses import teacher_fields
-
-    return bool(teacher_fields(term.name))
 
 
 def _macs(model: Any, img_size: int) -> int:

@@ -69,12 +69,11 @@ def trial_epochs(cfg: Any, student: nn.Module, layout: Any, seconds: float) -> t
     ``layout``: the opened data (``pipeline.data.open_data``); the unlabelled test images count when the cache
     holds them and a loss reads the teacher. The student is left on the CPU."""
     from .engine import device
-    from .losses import teacher_fields
     from .precision import resolve
 
     sc = cfg.student
     images = len(layout.train.labels)
-    if cfg.cache.unlabeled and any(teacher_fields(t.name) for t in sc.effective_losses()):
+    if cfg.cache.unlabeled and sc.reads_teacher():
         images += len(layout.split("test").files)
     steps = max(1, images // sc.batch_size)
     steps = min(steps, sc.max_steps_per_epoch or steps)
