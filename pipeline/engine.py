@@ -105,8 +105,12 @@ class Engine:
     # called with each epoch's metrics row after its checkpoint (a sweep's pruner; one may raise to stop the run)
     callbacks: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    # where this run's config.yaml and metrics.csv go: ``out_dir``, or ``out_dir/pending/`` while a finished model
+    # (and the record that describes it) sits in ``out_dir`` until this run's model replaces it (RunDir.finish)
+    record_dir: Optional[Path] = None
 
     def __post_init__(self) -> None:
+        self.record_dir = Path(self.record_dir or self.out_dir)
         self.saver = CheckpointSaver(self.out_dir)
         self.best_state: Optional[dict[str, Tensor]] = None  # the trainable state of the best epoch (CPU)
         self.dev = device()
@@ -192,7 +196,7 @@ class Engine:
         w = csv.DictWriter(buf, fieldnames=keys)
         w.writeheader()
         w.writerows(self.history)
-        write_text(self.out_dir / "metrics.csv", buf.getvalue())
+        write_text(self.record_dir / "metrics.csv", buf.getvalue())
 
     def _set_epoch(self, epoch: int, start: int) -> None:
         for obj in (self.loader.dataset, self.loader.sampler):
@@ -218,7 +222,8 @@ class Engine:
                 self._restore(s)
                 log.info("resumed from %s at epoch %d batch %d", self.saver.last, self.epoch, self.batch)
         if distributed.is_main():  # only now that the checkpoint was accepted: a refused run leaves the old record
-            write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+            self.record_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.record_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
         self.wrapped = self.module  # wrapped at the first step (_wrap), once the loss can say what it reaches
         self._ready = False
         with _signals() as caught:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import shutil
 import sys
@@ -21,6 +22,7 @@ from .locks import held
 
 log = logging.getLogger(__name__)
 
+RECORDS = ("config.yaml", "metrics.csv")  # what describes a trained model: written beside it, switched in with it
 # files made from a stage's deployable file by a later tool: removed when the stage trains new weights
 DERIVED = {"student": ("student.onnx", "student.int8.onnx", "export.json")}
 
@@ -158,12 +160,28 @@ class RunDir:
                 self._switch(out, new, result)
             else:
                 write_json(out / "done.json", result)
+                self._settle_records(out, new, trained)
             if switching or trained:  # files built from the model before (ONNX, export.json) are not of this one
                 for name in DERIVED.get(str(kind), ()):
                     (out / name).unlink(missing_ok=True)
             if section:
                 self.update_summary(section, {k: v for k, v in result.items() if k != "provenance"})
         return result
+
+    @staticmethod
+    def _settle_records(out: Path, new: Path, trained: bool) -> None:
+        """No model to switch in: the config.yaml and metrics.csv a run wrote to ``new`` (``pending/``, beside a
+        finished model) move in when it trained, else (a finished run run again) they are dropped."""
+        if not new.is_dir():
+            return
+        for name in RECORDS:
+            p = new / name
+            if p.is_file():
+                os.replace(p, out / name) if trained else p.unlink()
+        try:
+            new.rmdir()
+        except OSError:  # something else is in it: left for the next run to switch or start over
+            pass
 
     def _switch(self, out: Path, new: Path, record: dict[str, Any]) -> None:
         """Replace the deployable model in ``out`` by the one in ``new`` (its weights, then its description) and

@@ -334,7 +334,9 @@ def test_a_retrain_that_fails_leaves_the_old_pair_whole_and_usable(built, capsys
     if stage == "student":
         assert run(built, "student") == 0
     folder = built.parent / "runs" / "tiny" / stage
-    pair = {p: p.read_bytes() for p in (folder / f"{stage}.safetensors", folder / f"{stage}.json", folder / "done.json")}
+    # the model, its record, and the config and metrics that describe it
+    pair = {p: p.read_bytes() for p in (folder / f"{stage}.safetensors", folder / f"{stage}.json", folder / "done.json",
+                                        folder / "config.yaml", folder / "metrics.csv")}
     calls = []
     real = checkpoint.save_torch
 
@@ -357,6 +359,12 @@ def test_a_retrain_that_fails_leaves_the_old_pair_whole_and_usable(built, capsys
     assert run(built, stage, f"{stage}.lr=0.01") == 0
     assert (folder / f"{stage}.safetensors").read_bytes() != pair[folder / f"{stage}.safetensors"]
     assert not (folder / "pending").exists()
+    assert yaml.safe_load((folder / "config.yaml").read_text())[stage]["lr"] == 0.01  # switched in with the model
+    assert (folder / "metrics.csv").read_bytes() != pair[folder / "metrics.csv"]
+    kept = [p for p in pair if p.name != "done.json"]  # (done.json notes the reuse)
+    now = {p: p.read_bytes() for p in kept}
+    assert run(built, stage, f"{stage}.lr=0.01") == 0  # finished: run again, reused; nothing rewritten or left behind
+    assert {p: p.read_bytes() for p in kept} == now and not (folder / "pending").exists()
     assert run(built, reader, "--force" if reader == "cache" else "submit.tta=false") == 0
 
 

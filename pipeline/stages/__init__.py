@@ -33,20 +33,22 @@ def build_engine(cfg: "Config", rd: "RunDir", stage: str, out: Path, module: "nn
     callbacks get every epoch."""
     from ..engine import Engine
     from ..models.artifacts import artifact_ok
-    from ..provenance import pending
+    from ..provenance import pending, read_record
     from ..tensorboard_events import callbacks_for
 
     sec = getattr(cfg, stage)
     new = pending(out)  # the best model so far: pending/ while this run has one, else the deployable one
+    # a finished model keeps the config.yaml and metrics.csv that describe it until this run's replaces it
+    records = new if read_record(out) is not None else out
     return Engine(module=module, loader=train_dl, val_loader=val_dl, optimizer=optimizer, scheduler=scheduler,
                   epochs=sec.epochs, out_dir=out, config=cfg.to_dict(), config_hash=cfg.digest(*identity),
                   config_changes=lambda old: cfg.changes_since(old, *identity), on_best=on_best,
-                  best_ok=lambda: artifact_ok(new if new.is_dir() else out, stage), inputs=inputs,
+                  best_ok=lambda: artifact_ok(new if (new / f"{stage}.safetensors").is_file() else out, stage), inputs=inputs,
                   rerun_cmd=rd.command(stage, force=True),
                   precision=precision, resume=sec.resume == "auto" and not rd.force,
                   max_steps_per_epoch=sec.max_steps_per_epoch, resume_cmd=rd.command(stage), sync_bn=sec.sync_bn,
                   compile=sec.compile, ema_decay=sec.ema, live_every=sec.val_live_every,
-                  callbacks=[*rd.callbacks, *callbacks_for(cfg.tensorboard, out, sec.epochs)])
+                  callbacks=[*rd.callbacks, *callbacks_for(cfg.tensorboard, out, sec.epochs)], record_dir=records)
 
 
 def pipeline_order() -> list[str]:

@@ -91,7 +91,7 @@ def _as_it_is(cfg: Config, rd: RunDir, out: Path, task: Classification, val: Any
     acc = accuracy(logits, val.split.labels)
     if distributed.is_main():  # one writer: another rank writing pending/ while rank 0 switches it leaves a stray copy
         save_artifact(pending(out), "teacher", task.model, {**meta, "val_acc": acc, "epoch": 0})  # switched in by finish
-        cfg.save(out / "config.yaml")
+        cfg.save(pending(out) / "config.yaml")  # switched in with the model
     result = {"name": cfg.teacher.model, "params": meta["params"], "val_acc": acc, "val_images": len(val.split.labels),
               "epochs": 0,
               "weights": cfg.teacher.weights, "precision": precision.name, "train_s": 0.0,
