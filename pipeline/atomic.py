@@ -108,17 +108,38 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
         writer(tmp)
 
 
-def switch(moves: list[tuple[Path, Path]], record: str | os.PathLike[str], data: bytes) -> None:
-    """Replace each ``dst`` of ``moves`` by its finished ``src`` (same folder tree), then ``record`` by ``data``, back to
-    back: ``data`` is written and synced to a temp beside ``record`` before anything is replaced, so a failure up to
-    then (a full disk) leaves every old file as it was. Only a kill between the renames (microseconds) leaves a mix,
-    which the record's sha256 of the model shows (``provenance.check_torn``)."""
-    with atomic_path(record) as tmp:
+def switch(staged: str | os.PathLike[str], into: str | os.PathLike[str], record: str, data: bytes) -> None:
+    """Replace the files of ``into`` by those finished in ``staged`` (a folder inside it) and ``into/record`` by
+    ``data``, as one decision: ``data`` is first written and synced as ``staged/record``, the commit point (a failure
+    up to then, such as a full disk, leaves every old file as it was); then ``finish_switch`` moves the staged files
+    in, ``.safetensors`` first and the record last, and removes ``staged``. A kill between those moves leaves
+    ``staged/record`` behind, and ``finish_switch`` called again (the owning stage's next run) completes them."""
+    staged = Path(staged)
+
+    def synced(tmp: Path) -> None:
         tmp.write_bytes(data)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        for src, dst in moves:
-            os.replace(src, dst)
+
+    write_with(staged / record, synced)
+    finish_switch(staged, into, record)
+
+
+def finish_switch(staged: str | os.PathLike[str], into: str | os.PathLike[str], record: str) -> bool:
+    """Complete a ``switch`` whose commit point was reached (``staged/record`` is there): move what is still staged
+    into ``into``, the record last, and remove ``staged``. Returns False (and does nothing) when there is none."""
+    staged, into = Path(staged), Path(into)
+    if not (staged / record).is_file():
+        return False
+    for p in sorted(staged.iterdir(), key=lambda p: p.suffix != ".safetensors"):
+        if p.is_file() and p.name != record and not p.name.endswith(".tmp"):
+            _move(p, into / p.name)
+    _move(staged / record, into / record)
+    shutil.rmtree(staged, ignore_errors=True)
+    return True
+
+
+_move = os.replace  # (tests interrupt it between two moves)
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from . import distributed, provenance
-from .atomic import NotWritableError, remove_stale_temps, switch, write_json
+from .atomic import NotWritableError, finish_switch, remove_stale_temps, switch, write_json
 from .config import Config
 from .confidence import accuracy_interval
 from .locks import held
@@ -80,6 +80,13 @@ class RunDir:
                 self._locks.enter_context(held(lock, f"{self.relative(d)}"))
                 self._held.add(str(lock))
             remove_stale_temps(d)  # ours now (locked): what a killed or disk-full write left, before writing anything
+            remove_stale_temps(provenance.pending(d))
+            if finish_switch(provenance.pending(d), d, provenance.RECORD):  # a kill part-way through a decided switch
+                kind = str((provenance.read_record(d) or {}).get("provenance", {}).get("stage"))
+                for derived in DERIVED.get(kind, ()):  # built from the model it replaced
+                    (d / derived).unlink(missing_ok=True)
+                log.warning("%s: finished switching to the model an interrupted run had finished "
+                            "(pending/done.json)", self.relative(d))
             if save_config:
                 self.cfg.save(d / "config.yaml")
         return d
@@ -184,12 +191,10 @@ class RunDir:
             pass
 
     def _switch(self, out: Path, new: Path, record: dict[str, Any]) -> None:
-        """Replace the deployable model in ``out`` by the one in ``new`` (its weights, then its description) and
-        ``out/done.json`` by ``record``, back to back (``atomic.switch``); ``new`` is removed."""
-        files = sorted(new.iterdir(), key=lambda p: p.suffix != ".safetensors")
-        switch([(p, out / p.name) for p in files], out / "done.json",
-               (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode())
-        shutil.rmtree(new, ignore_errors=True)
+        """Replace the deployable model in ``out`` by the one in ``new`` (its weights, then its description, config
+        and metrics) and ``out/done.json`` by ``record`` (``atomic.switch``: decided once ``new/done.json`` is
+        written; a kill part-way is completed by the stage's next run, ``stage``); ``new`` is removed."""
+        switch(new, out, provenance.RECORD, (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode())
 
     def update_summary(self, section: str, values: Any) -> dict[str, Any]:
         """Merge ``{section: values}`` into ``summary.json`` (atomically)."""

@@ -389,3 +389,35 @@ def test_a_retrain_killed_before_its_switch_is_switched_by_the_next_run(built, c
     rec = json.loads((folder / "done.json").read_text())
     assert not rec.get("reused") and (folder / "teacher.safetensors").read_bytes() != old
     assert run(built, "cache") == 0
+
+
+@pytest.mark.slow
+def test_a_switch_killed_between_its_moves_is_completed_by_the_stages_next_run(built, capsys, monkeypatch):
+    """Killed after the new weights moved in but before the rest (the record among them): readers refuse the torn
+    folder, naming the teacher; the teacher's next run completes the decided switch (pending/done.json) and trains
+    nothing, and the folder is whole: the new weights, their record, config and metrics."""
+    import pipeline.atomic as atomic
+
+    folder = built.parent / "runs" / "tiny" / "teacher"
+    old = (folder / "teacher.safetensors").read_bytes()
+    real, moved = atomic._move, []
+
+    def killed_after_one(src, dst):
+        if moved:
+            raise KeyboardInterrupt
+        moved.append(src)
+        real(src, dst)
+
+    monkeypatch.setattr(atomic, "_move", killed_after_one)
+    assert run(built, "teacher", "--force", "teacher.lr=0.01") == 130
+    monkeypatch.undo()
+    new = (folder / "teacher.safetensors").read_bytes()
+    assert new != old and (folder / "pending" / "done.json").is_file()  # torn: new weights beside the old record
+    capsys.readouterr()
+    assert run(built, "cache") == 2
+    err = one_line_error(capsys)
+    assert "teacher" in err and "Traceback" not in err
+    assert run(built, "teacher", "teacher.lr=0.01") == 0
+    assert (folder / "teacher.safetensors").read_bytes() == new and not (folder / "pending").exists()
+    assert yaml.safe_load((folder / "config.yaml").read_text())["teacher"]["lr"] == 0.01
+    assert run(built, "cache") == 0
