@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, nargs="+", default=[60, 120, 240, 360])
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every rung")
     ap.add_argument("--jobs", type=int, default=1, help="rungs trained at once (the cores shared between them)")
+    ap.add_argument("--threads", type=int, default=0, help="threads per rung (default: cores // jobs)")
     ap.add_argument("--out", default="epochs")
     ap.add_argument("--one", nargs=2, metavar=("EPOCHS", "WIDTH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -102,10 +103,11 @@ def main() -> None:
     run_stage("cache", config, args.set)
     width, _ = widest(args.student, open_data(cfg).num_classes, {}, cfg.student.budget, cfg.student.img_size)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = str(max(1, cores // args.jobs))
+    threads = str(args.threads or max(1, cores // args.jobs))
     rows = run_rungs(args, width, {**os.environ, "OMP_NUM_THREADS": threads})
     cmd = " ".join(["python benchmarks/epochs.py", "--config", os.path.relpath(config, ROOT), "--student", args.student,
-                    "--epochs", *map(str, args.epochs), "--jobs", str(args.jobs)] + (["--set", *args.set] if args.set else []))
+                    "--epochs", *map(str, args.epochs), "--jobs", str(args.jobs)]
+                   + (["--threads", str(args.threads)] if args.threads else []) + (["--set", *args.set] if args.set else []))
     head = (f"Epoch ladder: `{args.student}` (width {width}, its widest under the budget), recipe "
             f"`{os.path.relpath(config, ROOT)}`{' with ' + ' '.join(args.set) if args.set else ''}; {args.jobs} rung(s) "
             f"at a time on {cores} cores, OMP_NUM_THREADS={threads} each; `{cmd}`. val_acc: the student stage's (best epoch, EMA weights when ema is set) "
