@@ -264,7 +264,8 @@ def register_shape(name: str, doc: str, width: float = 1.0, **shape: Any) -> Non
 
 # The best shape of `configs/sweeps/food10-mini-shaped.yaml` (trial 5 of 12, 300 s of training each, width fitted to
 # the 60k budget): one block per stage, a wide last stage with squeeze-excite, a 1x1 head of 192. Against dwsep and
-# ghost at equal time: benchmarks/results/shapes.md.
+# ghost at equal time: benchmarks/results/shapes.md. A short-budget shape: over 60 epochs dwsep is 4 points ahead
+# (benchmarks/results/epochs.md, epochs_dwsep.md).
 register_shape("shallow_se", "One depthwise-separable block per stage (24/48/64/144 x width 1.1, stem 24), squeeze-excite "
                "in the last, 1x1 head 192: the food10-mini shaped sweep's best (59,405 params for 11 classes).",
                width=1.1, channels=[24, 48, 64, 144], blocks=[1, 1, 1, 1], kernels=[3, 3, 3, 3],
