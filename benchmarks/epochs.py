@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, save, table
+from common import ROOT, report, run_children, save, table
 
 from pipeline.config import load_config
-from pipeline.runner import run_stage
+from pipeline.runner import cores as available_cores, run_stage
 
 
 def rung_overrides(student: str, width: float, epochs: int, extra: list[str]) -> list[str]:
@@ -54,28 +51,10 @@ def rung(config: str, student: str, width: float, epochs: int, extra: list[str])
 
 def run_rungs(args: argparse.Namespace, width: float, env: dict[str, str]) -> list[dict[str, Any]]:
     """Every rung in its own process, ``args.jobs`` at once, longest first; rows in ``args.epochs`` order."""
-    todo = sorted(args.epochs, reverse=True)
-    running: dict[int, subprocess.Popen] = {}
-    rows: dict[int, dict[str, Any]] = {}
-    while todo or running:
-        while todo and len(running) < args.jobs:
-            e = todo.pop(0)
-            running[e] = subprocess.Popen([sys.executable, __file__, "--config", args.config, "--student", args.student,
-                                           "--one", str(e), str(width), "--set", *args.set],
-                                          env=env, stdout=subprocess.PIPE, text=True)
-        for e, p in list(running.items()):
-            if p.poll() is None:
-                continue
-            out = p.stdout.read() if p.stdout else ""
-            got = [line[7:] for line in out.splitlines() if line.startswith("RESULT ")]
-            if p.returncode or not got:
-                for q in running.values():
-                    q.terminate()
-                sys.exit(f"rung {e} failed (exit {p.returncode}); rerun the same command to resume it")
-            rows[e] = json.loads(got[-1])
-            print(rows[e], flush=True)
-            del running[e]
-        time.sleep(2)
+    order = sorted(args.epochs, reverse=True)
+    got = run_children([(f"rung {e}", [sys.executable, __file__, "--config", args.config, "--student", args.student,
+                                       "--one", str(e), str(width), "--set", *args.set]) for e in order], args.jobs, env)
+    rows = dict(zip(order, got))
     return [rows[e] for e in args.epochs]
 
 
@@ -92,9 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     config = str(Path(args.config).resolve())
     if args.one:
-        row = rung(config, args.student, float(args.one[1]), int(args.one[0]), args.set)
-        print("RESULT " + json.dumps(row), flush=True)
-        return
+        return report(rung(config, args.student, float(args.one[1]), int(args.one[0]), args.set))
     from pipeline.data import open_data
     from pipeline.models.students import widest
 
@@ -102,7 +79,7 @@ def main() -> None:
     run_stage("teacher", config, args.set)  # reused when trained and current
     run_stage("cache", config, args.set)
     width, _ = widest(args.student, open_data(cfg).num_classes, {}, cfg.student.budget, cfg.student.img_size)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = available_cores()
     threads = str(args.threads or max(1, cores // args.jobs))
     rows = run_rungs(args, width, {**os.environ, "OMP_NUM_THREADS": threads})
     cmd = " ".join(["python benchmarks/epochs.py", "--config", os.path.relpath(config, ROOT), "--student", args.student,

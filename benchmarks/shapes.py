@@ -22,11 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, save, table
+from common import ROOT, report, run_children, save, table
 
 from pipeline.atomic import write_json
 from pipeline.config import load_config
-from pipeline.runner import run_stage
+from pipeline.runner import cores as available_cores, run_stage
 
 
 def seed_overrides(cfg_name: str, seed: int) -> list[str]:
@@ -89,13 +89,12 @@ def main() -> None:
     config = str(Path(args.config).resolve())
     if args.one:
         fn = plan if args.plan_only else one
-        print("RESULT " + json.dumps(fn(config, args.one[0], int(args.one[1]), args.seconds)), flush=True)
-        return
+        return report(fn(config, args.one[0], int(args.one[1]), args.seconds))
     name = load_config(config).name
     for seed in args.seeds:  # the teacher once, each seed's cache once, with every core
         run_stage("teacher", config, seed_overrides(name, 0))
         run_stage("cache", config, seed_overrides(name, seed))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = available_cores()
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // args.jobs))}
     todo = [(s, seed) for seed in args.seeds for s in args.students]
     for s, seed in todo:  # every student timed first, one at a time on a machine doing nothing else, so each row's
@@ -103,18 +102,9 @@ def main() -> None:
         if not row_overrides(config, s, seed, args.seconds)[1].is_file():
             subprocess.run([sys.executable, __file__, "--config", config, "--seconds", str(args.seconds), "--one", s,
                             str(seed), "--plan-only"], env=env, check=True, stdout=subprocess.DEVNULL)
-    rows: list[dict[str, Any]] = []
-    while todo:
-        batch, todo = todo[: args.jobs], todo[args.jobs:]
-        procs = [subprocess.Popen([sys.executable, __file__, "--config", config, "--seconds", str(args.seconds),
-                                   "--one", s, str(seed)], env=env, stdout=subprocess.PIPE, text=True)
-                 for s, seed in batch]
-        for (s, seed), p in zip(batch, procs):
-            out, _ = p.communicate()
-            got = [line[7:] for line in out.splitlines() if line.startswith("RESULT ")]
-            if p.returncode or not got:
-                sys.exit(f"row {s} seed {seed} failed (exit {p.returncode}); rerun the same command to resume it")
-            rows.append(json.loads(got[-1]))
+    rows = run_children([(f"row {s} seed {seed}", [sys.executable, __file__, "--config", config, "--seconds",
+                                                   str(args.seconds), "--one", s, str(seed)]) for s, seed in todo],
+                        args.jobs, env)
     summary = []
     for s in args.students:
         runs = [r for r in rows if r["student"] == s]

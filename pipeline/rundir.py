@@ -27,6 +27,13 @@ RECORDS = ("config.yaml", "metrics.csv")  # what describes a trained model: writ
 DERIVED = {"student": ("student.onnx", "student.int8.onnx", "export.json")}
 
 
+def drop_derived(folder: Path, kind: Any) -> None:
+    """Remove what a later tool built from the ``kind`` stage's model in ``folder`` (``DERIVED``): it is not of the
+    model that replaced it."""
+    for name in DERIVED.get(str(kind), ()):
+        (folder / name).unlink(missing_ok=True)
+
+
 def program() -> str:
     """How to call distil again, as the user can type it here: ``distil`` when it is on PATH, else the
     console script or interpreter of this process (``.venv/bin/distil``) relative to the current folder."""
@@ -82,9 +89,7 @@ class RunDir:
             remove_stale_temps(d)  # ours now (locked): what a killed or disk-full write left, before writing anything
             remove_stale_temps(provenance.pending(d))
             if finish_switch(provenance.pending(d), d, provenance.RECORD):  # a kill part-way through a decided switch
-                kind = str((provenance.read_record(d) or {}).get("provenance", {}).get("stage"))
-                for derived in DERIVED.get(kind, ()):  # built from the model it replaced
-                    (d / derived).unlink(missing_ok=True)
+                drop_derived(d, (provenance.read_record(d) or {}).get("provenance", {}).get("stage"))
                 log.warning("%s: finished switching to the model an interrupted run had finished "
                             "(pending/done.json)", self.relative(d))
             if save_config:
@@ -168,9 +173,8 @@ class RunDir:
             else:
                 write_json(out / "done.json", result)
                 self._settle_records(out, new, trained)
-            if switching or trained:  # files built from the model before (ONNX, export.json) are not of this one
-                for name in DERIVED.get(str(kind), ()):
-                    (out / name).unlink(missing_ok=True)
+            if switching or trained:
+                drop_derived(out, kind)
             if section:
                 self.update_summary(section, {k: v for k, v in result.items() if k != "provenance"})
         return result

@@ -14,6 +14,11 @@ from .config import load_config
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one, else every core)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def setup_torch(seed: int) -> None:
     """Seed every RNG; on CPU, share the cores among the processes of this machine (an explicit
     ``OMP_NUM_THREADS``, as launchers and sweep workers set it, is kept)."""
@@ -28,8 +33,7 @@ def setup_torch(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // distributed.world()))
+        torch.set_num_threads(max(1, cores() // distributed.world()))
 
 
 def run_stage(stage: str, config: str, overrides: Sequence[str] = (), force: bool = False,

@@ -22,7 +22,7 @@ import yaml
 
 from .config import ConfigError, load_config, yaml_load
 from .search_space import OBJECTIVES, SweepError, check_space, load_space, override_value
-from .runner import run_stage
+from .runner import cores, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +245,7 @@ class Sweep:
             cmd = [sys.executable, "-m", "pipeline", "sweep", "--config", self.config, "--space", self.space_path,
                    "--trials", str(n_trials), "--worker", *(["--storage", self.storage_url] if self.storage_url else []),
                    *self.overrides]
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // workers))}
+            env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores() // workers))}
             procs = [subprocess.Popen(cmd, env={**env, "DISTIL_SWEEP_WORKER": str(i)}) for i in range(workers)]
             codes = [p.wait() for p in procs]
             if any(codes):
